@@ -1,0 +1,117 @@
+"""Offscreen rendering of several cameras of one MuJoCo model, headless.
+
+The OpenGL platform is chosen once per process: `MUJOCO_GL` if the user set it, else EGL (Mesa's
+llvmpipe on a CPU, NVIDIA's driver on a GPU), else OSMesa. A platform that fails to create a
+context is skipped; if none works the error says which system packages to install.
+
+All cameras of a frame share one scene update: geometry is collected once (`mjv_updateScene`)
+and only the camera is moved for the others (`mjv_updateCamera`), which saves most of the CPU
+side of rendering a multi-camera robot.
+"""
+
+from __future__ import annotations
+
+import os
+
+import mujoco
+import numpy as np
+
+_PLATFORMS = ("egl", "osmesa")
+_INSTALL_HINT = (
+    "Install an offscreen OpenGL platform: on Debian/Ubuntu `apt-get install libegl1 libgl1-mesa-dri` "
+    "(EGL, CPU or NVIDIA GPU) or `apt-get install libosmesa6` (OSMesa), then set MUJOCO_GL=egl or "
+    "MUJOCO_GL=osmesa."
+)
+_chosen: str | None = None
+
+
+def _context_class(platform: str):
+    if platform == "egl":
+        os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+        from mujoco.egl import GLContext
+    elif platform == "osmesa":
+        os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
+        from mujoco.osmesa import GLContext
+    elif platform == "glfw":
+        from mujoco.glfw import GLContext
+    else:
+        raise ValueError(f"MUJOCO_GL={platform!r} is not a supported platform; use egl, osmesa or glfw")
+    return GLContext
+
+
+def create_gl_context(width: int, height: int):
+    """Create and make current an offscreen GL context; returns (context, platform name)."""
+    global _chosen
+    requested = os.environ.get("MUJOCO_GL", "").strip().lower()
+    candidates = [_chosen] if _chosen else ([requested] if requested else list(_PLATFORMS))
+    errors = []
+    for platform in candidates:
+        try:
+            ctx = _context_class(platform)(width, height)
+            ctx.make_current()
+        except Exception as exc:  # a missing library shows up as ImportError, OSError or a GL error
+            errors.append(f"{platform}: {type(exc).__name__}: {exc}")
+            continue
+        _chosen = platform
+        return ctx, platform
+    raise RuntimeError(
+        "No offscreen OpenGL platform works on this machine (" + "; ".join(errors) + "). " + _INSTALL_HINT
+    )
+
+
+class MultiCameraRenderer:
+    """Renders named cameras of `model` into preallocated uint8 buffers (channel-first)."""
+
+    def __init__(self, model: mujoco.MjModel, cameras: tuple[str, ...], size: int):
+        self.model = model
+        self.size = size
+        self.camera_ids = []
+        for name in cameras:
+            cid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, name)
+            if cid < 0:
+                raise ValueError(f"camera {name!r} not in the model")
+            self.camera_ids.append(cid)
+        if model.vis.global_.offwidth < size or model.vis.global_.offheight < size:
+            model.vis.global_.offwidth = max(model.vis.global_.offwidth, size)
+            model.vis.global_.offheight = max(model.vis.global_.offheight, size)
+        self._gl, self.platform = create_gl_context(size, size)
+        self._con = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
+        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._con)
+        self._scene = mujoco.MjvScene(model, maxgeom=2000)
+        self._opt = mujoco.MjvOption()
+        self._pert = mujoco.MjvPerturb()
+        self._cams = []
+        for cid in self.camera_ids:
+            cam = mujoco.MjvCamera()
+            cam.type = mujoco.mjtCamera.mjCAMERA_FIXED
+            cam.fixedcamid = cid
+            self._cams.append(cam)
+        self._viewport = mujoco.MjrRect(0, 0, size, size)
+        self._hwc = np.empty((size, size, 3), dtype=np.uint8)
+
+    def render(self, data: mujoco.MjData, out: np.ndarray) -> np.ndarray:
+        """Render every camera into `out` of shape [n_cameras, 3, size, size] (uint8)."""
+        self._gl.make_current()
+        m, scn = self.model, self._scene
+        for i, cam in enumerate(self._cams):
+            if i == 0:
+                mujoco.mjv_updateScene(m, data, self._opt, self._pert, cam, mujoco.mjtCatBit.mjCAT_ALL, scn)
+            else:
+                mujoco.mjv_updateCamera(m, data, cam, scn)
+            mujoco.mjr_render(self._viewport, scn, self._con)
+            mujoco.mjr_readPixels(self._hwc, None, self._viewport, self._con)
+            # OpenGL rows run bottom-up; flip and make channel-first in one copy.
+            np.copyto(out[i], self._hwc[::-1].transpose(2, 0, 1))
+        return out
+
+    def close(self) -> None:
+        if self._gl is not None:
+            self._con.free()
+            self._gl.free()
+            self._gl = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
