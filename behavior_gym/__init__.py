@@ -1,0 +1,35 @@
+"""behavior_gym: BEHAVIOR household tasks for the Galaxea R1 Pro as a Gymnasium environment.
+
+    import gymnasium as gym
+    import behavior_gym  # registers Behavior-R1Pro-v0 (or use "behavior_gym:Behavior-R1Pro-v0")
+    env = gym.make("Behavior-R1Pro-v0", task="pick_and_place")
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from behavior_gym.tasks.base import TaskInfo
+
+ENV_ID = "Behavior-R1Pro-v0"
+__version__ = "0.1.0"
+
+
+def list_tasks(backend: str = "mujoco") -> list[TaskInfo]:
+    """Every task the chosen backend can run, with its source, instruction and step limit."""
+    if backend not in ("mujoco", "omnigibson", "auto"):
+        raise ValueError(f"unknown backend {backend!r}; choose 'mujoco', 'omnigibson' or 'auto'")
+    from behavior_gym.tasks.catalogue import list_embedded_tasks
+
+    return list_embedded_tasks()
+
+
+def task_names() -> list[str]:
+    """Task names in the order that defines the `task_id` observation."""
+    return [t.name for t in list_tasks()]
+
+
+if ENV_ID not in gym.registry:
+    gym.register(id=ENV_ID, entry_point="behavior_gym.env:BehaviorR1ProEnv", disable_env_checker=False)
+
+__all__ = ["ENV_ID", "TaskInfo", "list_tasks", "task_names"]
