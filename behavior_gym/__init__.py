@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from behavior_gym.tasks.base import TaskInfo
+from behavior_gym._gl import import_mujoco
+
+import_mujoco()  # before anything else imports mujoco: picks a headless GL platform
+
+from behavior_gym.tasks.base import TaskInfo  # noqa: E402
 
 ENV_ID = "Behavior-R1Pro-v0"
 __version__ = "0.1.0"

@@ -49,7 +49,10 @@ class BehaviorR1ProEnv(gym.Env):
             (e.g. ``"pick_and_place"``); `behavior_gym.list_tasks()` lists them.
         backend: ``"mujoco"`` (embedded, default), ``"omnigibson"`` or ``"auto"``.
         image_size: side of the square camera images (224 as in BEHAVIOR's RGBLowResWrapper).
-        max_episode_steps: control steps before `truncated` (default: the task's limit).
+        max_episode_steps: control steps before `truncated` (default: the task's limit). Through
+            `gym.make`, this keyword is taken by Gymnasium and becomes a `TimeLimit` wrapper around
+            the env (which keeps the task's own limit as well); construct `BehaviorR1ProEnv`
+            directly to set a limit longer than the task's.
         render_mode: ``"rgb_array"`` — `render()` returns the three cameras tiled, HWC uint8.
         instance_id: which initial-state instance (scene variant) of the task.
         obs_every: render cameras only every N control steps; the steps between return the

@@ -13,7 +13,7 @@ from behavior_gym.backends.mujoco.robot import COLLIDE_OBJECT, COLLIDE_STATIC
 from behavior_gym.tasks.base import EmbeddedTask, GoalStatus, RobotStart, TaskInfo
 
 TABLE_TOP = 0.72
-TABLE_CENTER = (0.72, 0.0)
+TABLE_CENTER = (0.74, 0.0)
 TABLE_HALF = (0.36, 0.6)
 COLORS = {"red": (0.85, 0.15, 0.12, 1), "green": (0.2, 0.7, 0.25, 1), "blue": (0.15, 0.3, 0.85, 1),
           "yellow": (0.9, 0.8, 0.1, 1)}
@@ -75,7 +75,7 @@ class PickPlaceTask(EmbeddedTask):
     def reset(self, model: mujoco.MjModel, data: mujoco.MjData, rng: np.random.Generator) -> None:
         oq, pq = self._ids(model)
         while True:
-            obj_xy = rng.uniform((0.45, -0.25), (0.58, 0.25))
+            obj_xy = rng.uniform((0.46, -0.25), (0.58, 0.25))
             plate_xy = rng.uniform((0.47, -0.28), (0.62, 0.28))
             if np.linalg.norm(obj_xy - plate_xy) > 0.2:
                 break

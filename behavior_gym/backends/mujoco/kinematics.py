@@ -12,9 +12,19 @@ import numpy as np
 from behavior_gym.backends.mujoco import robot as r1
 
 
-def quat_from_yaw_down(yaw: float) -> np.ndarray:
-    """Gripper pointing straight down (the arm's zero-pose orientation), rotated by `yaw` (wxyz)."""
-    return np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
+def quat_from_yaw_down(yaw: float, tilt: float = 0.0) -> np.ndarray:
+    """Gripper pointing down (the arm's zero-pose orientation) tilted forward by `tilt` and
+    rotated by `yaw` about the vertical (wxyz)."""
+    qz = np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
+    qy = np.array([np.cos(-tilt / 2), 0.0, np.sin(-tilt / 2), 0.0])
+    out = np.empty(4)
+    mujoco.mju_mulQuat(out, qz, qy)
+    return out
+
+
+def finger_axis_for_yaw(yaw: float) -> np.ndarray:
+    """World direction along which the fingers close for a grasp at heading `yaw`."""
+    return np.array([-np.sin(yaw), np.cos(yaw), 0.0])
 
 
 class ArmIK:
@@ -34,7 +44,30 @@ class ArmIK:
         self._jacp = np.zeros((3, model.nv))
         self._jacr = np.zeros((3, model.nv))
 
-    def solve(
+    # Starting postures tried when the current one leads into a local minimum: resting, reaching
+    # forward-down over a table, reaching across the body.
+    SEEDS = {
+        "left": ((-0.3, 0.2, 0.0, -1.3, 0.0, 0.6, 0.0), (-0.9, 0.4, -0.8, -1.4, 0.0, 0.8, 0.0),
+                 (-0.7, 0.1, 0.6, -1.6, 0.0, 0.5, 0.0)),
+        "right": ((-0.3, -0.2, 0.0, -1.3, 0.0, 0.6, 0.0), (-0.9, -0.4, 0.8, -1.4, 0.0, 0.8, 0.0),
+                  (-0.7, -0.1, -0.6, -1.6, 0.0, 0.5, 0.0)),
+    }
+
+    def solve(self, data, arm, pos, quat=None, q_arm=None, use_torso=False, tol=0.005, **kw):
+        """Like `solve_from`, retrying from standard postures when the first start gets stuck.
+
+        Returns (arm joint targets [7], torso joint targets [4], remaining position error in m).
+        """
+        best = self.solve_from(data, arm, pos, quat, q_arm, use_torso, **kw)
+        for seed in self.SEEDS[arm]:
+            if best[2] < tol:
+                break
+            cand = self.solve_from(data, arm, pos, quat, np.array(seed), use_torso, **kw)
+            if cand[2] < best[2]:
+                best = cand
+        return best
+
+    def solve_from(
         self,
         data: mujoco.MjData,
         arm: str,
@@ -45,22 +78,32 @@ class ArmIK:
         iters: int = 60,
         damping: float = 0.05,
         rot_weight: float = 0.5,
+        finger_axis: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, float]:
-        """Returns (arm joint targets [7], torso joint targets [4], remaining position error in m).
+        """One damped-least-squares solve.
 
-        Starts from the current configuration in `data` (or `q_arm` for the arm), so successive
+        `quat` (wxyz) asks for a full gripper orientation. `finger_axis` (a world direction) asks
+        only that the fingers close along it, leaving the gripper's pitch about that axis free;
+        `quat` then acts as a weak preference (weight 0.1) among those solutions. Side-by-side
+        fingers on an object's faces need no more than that, and it is reachable over far more of
+        the table than a strictly vertical grasp. Starts from the current configuration in `data` (or `q_arm` for the arm), so successive
         calls along a path give smooth, consistent solutions.
         """
         m, s = self.model, self.scratch
         s.qpos[:] = data.qpos
         if q_arm is not None:
             s.qpos[self.qadr[arm]] = q_arm
-        cols = np.concatenate([self.dadr[arm], self.torso_d[[1, 2]]]) if use_torso else self.dadr[arm]
-        qcols = np.concatenate([self.qadr[arm], self.torso_q[[1, 2]]]) if use_torso else self.qadr[arm]
-        lo = np.concatenate([self.limits[arm][:, 0], self.torso_limits[[1, 2], 0]]) if use_torso else self.limits[arm][:, 0]
-        hi = np.concatenate([self.limits[arm][:, 1], self.torso_limits[[1, 2], 1]]) if use_torso else self.limits[arm][:, 1]
+        # The torso's two upper pitch joints join the chain when asked (lean and reach).
+        cols, qcols, lim = self.dadr[arm], self.qadr[arm], self.limits[arm]
+        if use_torso:
+            cols = np.concatenate([cols, self.torso_d[[1, 2]]])
+            qcols = np.concatenate([qcols, self.torso_q[[1, 2]]])
+            lim = np.concatenate([lim, self.torso_limits[[1, 2]]])
+        lo, hi = lim[:, 0], lim[:, 1]
         site = self.site[arm]
-        err = np.zeros(6 if quat is not None else 3)
+        n_rot = (3 if quat is not None else 0) + (3 if finger_axis is not None else 0)
+        err = np.zeros(3 + n_rot)
+        pref = 0.1 if finger_axis is not None else 1.0
         cur_q = np.empty(4)
         dq_rot = np.empty(3)
         for _ in range(iters):
@@ -68,17 +111,26 @@ class ArmIK:
             mujoco.mj_comPos(m, s)
             err[:3] = pos - s.site_xpos[site]
             mujoco.mj_jacSite(m, s, self._jacp, self._jacr, site)
+            rows = [self._jacp[:, cols]]
+            k = 3
+            if finger_axis is not None:
+                y_cur = s.site_xmat[site].reshape(3, 3)[:, 1]
+                err[k:k + 3] = rot_weight * np.cross(y_cur, finger_axis)
+                proj = np.eye(3) - np.outer(y_cur, y_cur)
+                rows.append(rot_weight * proj @ self._jacr[:, cols])
+                k += 3
             if quat is not None:
                 mujoco.mju_mat2Quat(cur_q, s.site_xmat[site])
                 mujoco.mju_subQuat(dq_rot, quat, cur_q)
-                err[3:] = rot_weight * dq_rot
-                jac = np.vstack([self._jacp[:, cols], rot_weight * self._jacr[:, cols]])
-            else:
-                jac = self._jacp[:, cols]
-            if np.linalg.norm(err[:3]) < 5e-4 and (quat is None or np.linalg.norm(err[3:]) < 5e-3):
+                err[k:k + 3] = pref * rot_weight * dq_rot
+                rows.append(pref * rot_weight * self._jacr[:, cols])
+            jac = np.vstack(rows)
+            if np.linalg.norm(err[:3]) < 5e-4 and np.linalg.norm(err[3:]) < 5e-3:
                 break
             dq = jac.T @ np.linalg.solve(jac @ jac.T + damping**2 * np.eye(len(err)), err)
             s.qpos[qcols] = np.clip(s.qpos[qcols] + np.clip(dq, -0.3, 0.3), lo, hi)
         mujoco.mj_kinematics(m, s)
         residual = float(np.linalg.norm(pos - s.site_xpos[site]))
+        if finger_axis is not None:  # a misaligned grasp is as useless as a missed one
+            residual += 0.2 * float(np.linalg.norm(np.cross(s.site_xmat[site].reshape(3, 3)[:, 1], finger_axis)))
         return s.qpos[self.qadr[arm]].copy(), s.qpos[self.torso_q].copy(), residual

@@ -16,12 +16,9 @@ import os
 import mujoco
 import numpy as np
 
+from behavior_gym._gl import INSTALL_HINT as _INSTALL_HINT
+
 _PLATFORMS = ("egl", "osmesa")
-_INSTALL_HINT = (
-    "Install an offscreen OpenGL platform: on Debian/Ubuntu `apt-get install libegl1 libgl1-mesa-dri` "
-    "(EGL, CPU or NVIDIA GPU) or `apt-get install libosmesa6` (OSMesa), then set MUJOCO_GL=egl or "
-    "MUJOCO_GL=osmesa."
-)
 _chosen: str | None = None
 
 

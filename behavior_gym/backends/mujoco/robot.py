@@ -79,14 +79,14 @@ def reset_action() -> np.ndarray:
 
 @dataclass(frozen=True)
 class Dimensions:
-    base_half: tuple[float, float, float] = (0.28, 0.25, 0.13)  # half extents of the base box
+    base_half: tuple[float, float, float] = (0.25, 0.23, 0.13)  # half extents of the base box
     base_top: float = 0.30
     leg: float = 0.38  # torso links 1 and 2
     waist: float = 0.08  # torso link 3
     shoulder_height: float = 0.28  # above the yaw joint
     shoulder_width: float = 0.22
-    upper_arm: float = 0.34
-    forearm: float = 0.32
+    upper_arm: float = 0.37
+    forearm: float = 0.35
     hand: float = 0.17  # wrist pitch joint to the grasp point between the fingertips
 
 
