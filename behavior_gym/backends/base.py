@@ -40,5 +40,5 @@ class Backend(ABC):
     def goal_status(self) -> GoalStatus:
         """The task goal's predicates, split by whether they hold now."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: backends without resources need nothing
         """Free simulator resources (GL contexts, processes)."""

@@ -86,8 +86,8 @@ class ArmIK:
         only that the fingers close along it, leaving the gripper's pitch about that axis free;
         `quat` then acts as a weak preference (weight 0.1) among those solutions. Side-by-side
         fingers on an object's faces need no more than that, and it is reachable over far more of
-        the table than a strictly vertical grasp. Starts from the current configuration in `data` (or `q_arm` for the arm), so successive
-        calls along a path give smooth, consistent solutions.
+        the table than a strictly vertical grasp. Starts from the current configuration in `data`
+        (or `q_arm` for the arm), so successive calls along a path give smooth, consistent solutions.
         """
         m, s = self.model, self.scratch
         s.qpos[:] = data.qpos
