@@ -33,6 +33,10 @@ class GoalStatus:
 
     satisfied: list[str] = field(default_factory=list)
     unsatisfied: list[str] = field(default_factory=list)
+    # Finer partial credit for BDDL tasks: the best fraction of *ground* literals satisfied over
+    # bddl's ground goal options (`bddl.activity.get_reward`), e.g. 2/3 when two of three cans are
+    # in the bin although the single top-level `forall` is still false. None for other tasks.
+    ground_fraction: float | None = None
 
     @property
     def success(self) -> bool:
