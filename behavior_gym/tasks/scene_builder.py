@@ -37,11 +37,11 @@ VISUAL = (0, 0)
 
 ROOM_EXTENT = 3.5  # half-size of the floor area, metres
 RING_NEAR = 0.45  # distance from the robot start to a fixture's front face
-REACH = 1.0  # free objects go within this distance of the start when the support allows it
 FLOOR_MIN_R = 0.55  # keep free objects on the floor out of the robot's footprint and arm sweep
 # The robot's hands at its reset pose (robot frame): keep things that reach above HANDS_LOW_Z away.
 HANDS_LOW_Z, HANDS_XY, HANDS_R = 0.86, ((0.51, 0.32), (0.51, -0.32)), 0.1
 TALL_EXTRA = 0.15
+DRAWER_EXTRA = 0.2
 BUTTON_TRAVEL = 0.008
 USERDATA_PER_TOGGLE = 2  # (state, latch)
 _G = mujoco.mjtGeom
@@ -132,6 +132,7 @@ class Scene:
     init_joint_state: dict[str, bool]  # object -> open?
     init_toggled: dict[str, bool]
     userdata_offset: int = 0
+    reach: float = 1.0
 
     def free_objects(self) -> list[SceneObject]:
         return [o for o in self.objects.values() if o.role == "free"]
@@ -148,6 +149,7 @@ class Problem:
     init: list[list]  # parsed init literals
     overrides: dict[str, CategorySpec] = field(default_factory=dict)  # instance -> spec
     adjectives: dict[str, str] = field(default_factory=dict)  # instance -> adjective
+    reach: float = 1.0  # free objects start within this distance of the robot where supports allow
 
 
 # ---------------------------------------------------------------------------------------------
@@ -559,6 +561,8 @@ def _layout_fixtures(fixtures: list[SceneObject], rooms: dict[str, Room], rng: n
             room = rooms[o.room]
             # Tall furniture stays out from under the robot's hands (reset pose) so it can turn.
             r_near = ring + rng.uniform(0.0, 0.06) + (TALL_EXTRA if o.spec.size[2] > HANDS_LOW_Z - 0.06 else 0.0)
+            if o.spec.kind == "drawer_cabinet":
+                r_near += DRAWER_EXTRA  # room for the drawers to come out
             rc = r_near + d / 2
             half_ang = math.atan2(w / 2 + 0.08, r_near)
             candidates = np.deg2rad(np.arange(-180, 180, 5.0)) + rng.uniform(-0.04, 0.04)
@@ -727,7 +731,7 @@ def build_scene(world: mujoco.MjSpec, problem: Problem, instance_id: int, seed_s
             init_open[atom[1]] = is_open
         if atom[0] == "toggled_on" and atom[1] in objects:
             init_toggled[atom[1]] = not neg
-    return Scene(objects, rooms, agent_room, placements, init_open, init_toggled, userdata_offset)
+    return Scene(objects, rooms, agent_room, placements, init_open, init_toggled, userdata_offset, problem.reach)
 
 
 def _jitter_size(spec: CategorySpec, rng, amount: float) -> CategorySpec:
@@ -975,7 +979,8 @@ class InitialStateSampler:
             for _ in range(25):
                 lx, ly = rng.uniform(-(hx - ex), hx - ex), rng.uniform(-(hy - ey), hy - ey)
                 wp = c + R @ np.array([lx, ly, 0.0])
-                if np.linalg.norm(wp[:2] - robot_xy) <= REACH and not (tall and _near_hands(wp, robot_xy, ex, ey)):
+                near = np.linalg.norm(wp[:2] - robot_xy) <= self.scene.reach
+                if near and not (tall and _near_hands(wp, robot_xy, ex, ey)):
                     break
             else:
                 if tall and _near_hands(wp, robot_xy, ex, ey):

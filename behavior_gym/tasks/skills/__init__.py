@@ -1,0 +1,131 @@
+"""The four skill families of the user guide as project-authored BDDL problems.
+
+Each `<skill>.bddl` beside this file is a complete BDDL problem in BEHAVIOR's `omnigibson` domain,
+parsed by bddl (`Conditions(..., predefined_problem=text)`) exactly like a BEHAVIOR-1K activity.
+`skill_task(name, instance_id)` picks the instance's variant — which object, which colour, which
+size, which target — by rewriting category names in the text and overriding shapes and colours,
+so one skill is a family of short, varied problems for RL (goal placement varies per seed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from behavior_gym.tasks.categories import CategorySpec, resolve
+
+SKILL_DIR = Path(__file__).parent
+SKILL_MAX_STEPS = 300
+SKILL_REACH = 0.8  # objects start within this distance of the robot: no base motion needed
+
+COLORS = {
+    "red": (0.85, 0.12, 0.1, 1.0), "green": (0.15, 0.7, 0.2, 1.0), "blue": (0.15, 0.3, 0.85, 1.0),
+    "yellow": (0.95, 0.85, 0.1, 1.0), "purple": (0.55, 0.2, 0.75, 1.0), "orange": (0.98, 0.55, 0.08, 1.0),
+    "white": (0.92, 0.92, 0.9, 1.0), "black": (0.12, 0.12, 0.12, 1.0),
+}
+
+
+@dataclass
+class SkillVariant:
+    text: str  # the BDDL problem
+    overrides: dict[str, CategorySpec] = field(default_factory=dict)
+    adjectives: dict[str, str] = field(default_factory=dict)
+    instruction: str | None = None
+
+
+def _read(name: str) -> str:
+    return (SKILL_DIR / f"{name}.bddl").read_text()
+
+
+def _scaled(spec: CategorySpec, f: float) -> CategorySpec:
+    return replace(spec, size=tuple(s * f for s in spec.size))
+
+
+def _scale_of(instance_id: int, spread: float = 0.1) -> float:
+    return 1.0 + spread * (((instance_id * 7) % 5) - 2) / 2
+
+
+PICK_OBJECTS = [("apple.n.01", None), ("cube.n.05", "red"), ("can__of__soda.n.01", None), ("orange.n.01", None),
+                ("cube.n.05", "green"), ("tennis_ball.n.01", None), ("mug.n.04", None), ("cube.n.05", "blue"),
+                ("cube.n.05", "yellow")]
+PICK_TARGETS = [("bowl.n.01", "inside"), ("plate.n.04", "ontop")]
+
+
+def pick_and_place(instance_id: int) -> SkillVariant:
+    synset, color = PICK_OBJECTS[instance_id % len(PICK_OBJECTS)]
+    target, relation = PICK_TARGETS[(instance_id // len(PICK_OBJECTS)) % len(PICK_TARGETS)]
+    text = _read("pick_and_place").replace("apple.n.01", synset).replace("bowl.n.01", target)
+    if relation != "inside":
+        text = text.replace("(inside ?", f"({relation} ?")
+    obj = _scaled(resolve(synset), _scale_of(instance_id))
+    if color:
+        obj = replace(obj, rgba=COLORS[color])
+    tgt = resolve(target)
+    tgt = replace(tgt, size=(0.21, 0.21, tgt.size[2]))  # a roomy target: this is a skill, not a puzzle
+    return SkillVariant(text, {f"{synset}_1": obj, f"{target}_1": tgt}, {f"{synset}_1": color} if color else {})
+
+
+STACK_COLORS = [("red", "blue"), ("green", "yellow"), ("blue", "red"), ("yellow", "purple"), ("orange", "green"),
+                ("purple", "orange")]
+
+
+def stacking(instance_id: int) -> SkillVariant:
+    top, bottom = STACK_COLORS[instance_id % len(STACK_COLORS)]
+    cube = resolve("cube.n.05")
+    f = _scale_of(instance_id, 0.12)
+    return SkillVariant(
+        _read("stacking"),
+        {"cube.n.05_1": replace(_scaled(cube, f), rgba=COLORS[top]),
+         "cube.n.05_2": replace(_scaled(cube, 1.15 * f), rgba=COLORS[bottom])},
+        {"cube.n.05_1": top, "cube.n.05_2": bottom},
+    )
+
+
+DRAWER_LOOKS = [("wooden", (0.62, 0.45, 0.28, 1.0)), ("white", (0.9, 0.9, 0.88, 1.0)),
+                ("grey", (0.5, 0.52, 0.55, 1.0)), ("blue", (0.3, 0.4, 0.65, 1.0))]
+DRAWER_SIZES = [(0.45, 0.7, 0.78), (0.42, 0.6, 0.72), (0.48, 0.8, 0.8)]
+
+
+def open_drawer(instance_id: int) -> SkillVariant:
+    look, rgba = DRAWER_LOOKS[instance_id % len(DRAWER_LOOKS)]
+    size = DRAWER_SIZES[(instance_id // len(DRAWER_LOOKS)) % len(DRAWER_SIZES)]
+    spec = CategorySpec("drawer_cabinet", size, 40.0, rgba, name="chest of drawers")
+    return SkillVariant(_read("open_drawer"), {"cabinet.n.01_1": spec}, {"cabinet.n.01_1": look},
+                        instruction=f"Open a drawer of the {look} chest of drawers.")
+
+
+REARRANGE_PAIRS = [("mug.n.04", "bowl.n.01"), ("apple.n.01", "plate.n.04"), ("can__of__soda.n.01", "mug.n.04"),
+                   ("orange.n.01", "bowl.n.01"), ("cube.n.05", "plate.n.04"), ("tennis_ball.n.01", "mug.n.04")]
+
+
+def rearrangement(instance_id: int) -> SkillVariant:
+    obj, anchor = REARRANGE_PAIRS[instance_id % len(REARRANGE_PAIRS)]
+    text = _read("rearrangement").replace("mug.n.04", "@A@").replace("bowl.n.01", "@B@")
+    text = text.replace("@A@", obj).replace("@B@", anchor)
+    overrides = {f"{obj}_1": _scaled(resolve(obj), _scale_of(instance_id))}
+    adjectives = {}
+    if obj == "cube.n.05":
+        color = list(COLORS)[instance_id % 4]
+        overrides[f"{obj}_1"] = replace(overrides[f"{obj}_1"], rgba=COLORS[color])
+        adjectives[f"{obj}_1"] = color
+    return SkillVariant(text, overrides, adjectives)
+
+
+SKILLS = {
+    "pick_and_place": (pick_and_place, "Pick an object up from the table and put it in a bowl or on a plate"),
+    "stacking": (stacking, "Stack one cube on another"),
+    "open_drawer": (open_drawer, "Open a drawer of a chest of drawers"),
+    "rearrangement": (rearrangement, "Move an object next to another one on the table"),
+}
+
+
+def skill_task(name: str, instance_id: int = 0, **kw):
+    """The `BDDLTask` of skill `name` for `instance_id`."""
+    from behavior_gym.tasks.bddl_task import BDDLTask
+
+    make, description = SKILLS[name]
+    v = make(instance_id)
+    return BDDLTask(name, instance_id, predefined_problem=v.text, source="skill",
+                    instruction=kw.pop("instruction", None) or v.instruction,
+                    max_steps=kw.pop("max_steps", None) or SKILL_MAX_STEPS, overrides=v.overrides,
+                    adjectives=v.adjectives, description=description, reach=SKILL_REACH, **kw)
