@@ -1,0 +1,483 @@
+"""OpenVLA-OFT: a fused DINOv2 + SigLIP vision backbone, an MLP projector and a Llama language model
+that decodes a whole chunk of discrete action tokens in one forward pass.
+
+Sequence layout (reference §1.6, §2.1, §4.1), for each observation:
+
+    [BOS] [256 patches x n_images] [proprio]? [pad ...] [prompt tokens] [A*K zero placeholders] [STOP]?
+
+Prompts are left-padded *after* BOS so that the action positions sit at the same offsets in every
+row; positions count only real tokens (`cumsum(mask) - 1`), so padding changes no result. Attention
+is bidirectional over the whole sequence (OFT's patched SDPA: the causal mask becomes a key-padding
+mask). The placeholders' input embeddings are zero: they carry only their position. The hidden
+states of the last prompt token and the first A*K-1 placeholders give, through the LM head
+restricted to the 256 action token ids, the logits of the A*K action tokens; the value head reads
+the last prompt token's final hidden state.
+
+Weights use the released key names (`vision_backbone.featurizer.*`, `vision_backbone.fused_featurizer.*`,
+`projector.*`, `language_model.*`, LayerScale `scale_factor`), so checkpoints load without renaming.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import timm
+import torch
+import torch.nn.functional as F
+from timm.layers import LayerScale as TimmLayerScale
+from torch import nn
+from transformers import LlamaForCausalLM
+
+from .action_tokenizer import ActionNormalizer, ActionTokenDistribution, ActionTokenizer
+from .configuration_openvla_oft import DEFAULT_LORA_TARGET_MODULES, OpenVLAOFTConfig
+
+# ---------------------------------------------------------------------------------------------------------- vision
+
+
+class LayerScale(nn.Module):
+    """timm's LayerScale with its parameter named `scale_factor`.
+
+    transformers (4.x) renames parameters called `gamma` when loading, so the released checkpoints
+    store DINOv2's LayerScale as `...ls1.scale_factor` / `...ls2.scale_factor` (reference §1.2).
+    """
+
+    def __init__(self, scale_factor: torch.Tensor, inplace: bool = False):
+        super().__init__()
+        self.scale_factor = nn.Parameter(scale_factor.detach().clone())
+        self.inplace = inplace
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mul_(self.scale_factor) if self.inplace else x * self.scale_factor
+
+
+def _rename_layer_scales(vit: nn.Module) -> None:
+    for name, module in list(vit.named_modules()):
+        if isinstance(module, TimmLayerScale):
+            parent_name, _, child = name.rpartition(".")
+            parent = vit.get_submodule(parent_name) if parent_name else vit
+            setattr(parent, child, LayerScale(module.gamma, inplace=getattr(module, "inplace", False)))
+
+
+def create_vit(model_id: str, image_size: int, act_layer: str | None = None,
+               overrides: dict[str, Any] | None = None) -> nn.Module:
+    """A randomly initialised timm ViT as OpenVLA builds it (no classifier; nothing is downloaded)."""
+    kwargs: dict[str, Any] = dict(overrides or {})
+    if act_layer is not None:
+        kwargs["act_layer"] = act_layer
+    try:
+        vit = timm.create_model(model_id, pretrained=False, num_classes=0, img_size=image_size, **kwargs)
+    except RuntimeError as e:  # timm: "Unknown model (...)"
+        raise ValueError(f"timm cannot build vision tower {model_id!r} (timm {timm.__version__}): {e}") from e
+    _rename_layer_scales(vit)
+    return vit
+
+
+class OpenVLAVisionBackbone(nn.Module):
+    """DINOv2 (`featurizer`) and SigLIP (`fused_featurizer`) features of every image, concatenated.
+
+    Input: `pixel_values` [B, n_images * 3 * n_towers, H, W], each image's channels stacked as
+    (DINOv2-normalised RGB, SigLIP-normalised RGB), images one after another (OFT's layout).
+    Output: [B, n_images * n_patches, sum of tower widths] from the block `vision_feature_layer`
+    (second-to-last), without the final norm and without class/register tokens.
+    """
+
+    def __init__(self, config: OpenVLAOFTConfig):
+        super().__init__()
+        overrides = config.timm_model_kwargs or [None] * config.num_vision_towers
+        towers = [create_vit(config.timm_model_ids[i], int(config.image_sizes[i]),
+                             config.timm_override_act_layers[i], overrides[i])
+                  for i in range(config.num_vision_towers)]
+        self.featurizer = towers[0]
+        self.fused_featurizer = towers[1] if len(towers) > 1 else None
+        self.feature_layer = config.vision_feature_layer
+        patches = {t.patch_embed.num_patches for t in towers}
+        if len(patches) != 1:
+            raise ValueError(f"the vision towers give different numbers of patches per image {sorted(patches)}; "
+                             "choose image_sizes and patch sizes that agree")
+        self.num_patches = patches.pop()
+        self.embed_dim = sum(t.embed_dim for t in towers)
+
+    @property
+    def towers(self) -> list[nn.Module]:
+        return [self.featurizer] + ([self.fused_featurizer] if self.fused_featurizer is not None else [])
+
+    def _features(self, vit: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        index = len(vit.blocks) + self.feature_layer
+        # stop_early: the blocks after the chosen one would be computed and thrown away
+        return vit.forward_intermediates(x, indices=[index], norm=False, stop_early=True, output_fmt="NLC",
+                                         intermediates_only=True)[0]
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        towers = self.towers
+        b, c, h, w = pixel_values.shape
+        per_image = 3 * len(towers)
+        if c % per_image:
+            raise ValueError(f"pixel_values has {c} channels, not a multiple of {per_image} "
+                             f"(3 per vision tower per image)")
+        n_images = c // per_image
+        x = pixel_values.reshape(b * n_images, len(towers), 3, h, w)
+        feats = torch.cat([self._features(vit, x[:, i]) for i, vit in enumerate(towers)], dim=-1)
+        return feats.reshape(b, n_images * feats.shape[1], feats.shape[2])
+
+
+# ---------------------------------------------------------------------------------------------------------- heads
+
+
+class OpenVLAProjector(nn.Module):
+    """Vision features -> language-model embeddings.
+
+    Fused (`no-align+fused-gelu-mlp`): fc1 (D -> 4D), GELU, fc2 (4D -> H), GELU, fc3 (H -> H);
+    otherwise fc1 (D -> H), GELU, fc2 (H -> H). Keys `projector.fc1/fc2/fc3`.
+    """
+
+    def __init__(self, vision_dim: int, llm_dim: int, fused: bool = True):
+        super().__init__()
+        self.fused = fused
+        if fused:
+            initial = 4 * vision_dim
+            self.fc1 = nn.Linear(vision_dim, initial)
+            self.fc2 = nn.Linear(initial, llm_dim)
+            self.fc3 = nn.Linear(llm_dim, llm_dim)
+            self.act_fn1, self.act_fn2 = nn.GELU(), nn.GELU()
+        else:
+            self.fc1 = nn.Linear(vision_dim, llm_dim)
+            self.fc2 = nn.Linear(llm_dim, llm_dim)
+            self.act_fn1 = nn.GELU()
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = self.fc2(self.act_fn1(self.fc1(features)))
+        if self.fused:
+            x = self.fc3(self.act_fn2(x))
+        return x
+
+
+class ProprioProjector(nn.Module):
+    """Normalised proprioception -> one language-model token: fc1 (P -> H), GELU, fc2 (H -> H) (OFT)."""
+
+    def __init__(self, proprio_dim: int, llm_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(proprio_dim, llm_dim)
+        self.act_fn1 = nn.GELU()
+        self.fc2 = nn.Linear(llm_dim, llm_dim)
+
+    def forward(self, proprio: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act_fn1(self.fc1(proprio)))
+
+
+class ValueHead(nn.Module):
+    """Chunk-level critic (RLinf): Linear(H, 512), GELU, Linear(512, 128), GELU, Linear(128, 1, no bias).
+
+    Keys `value_head.mlp.{0,2,4}`. Initialised N(0, 0.02) with zero biases, as RLinf's heads end up
+    when a checkpoint has none.
+    """
+
+    def __init__(self, hidden_size: int, hidden_sizes: Iterable[int] = (512, 128)):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = hidden_size
+        for size in hidden_sizes:
+            layers += [nn.Linear(width, size), nn.GELU()]
+            width = size
+        layers.append(nn.Linear(width, 1, bias=False))
+        self.mlp = nn.Sequential(*layers)
+        for m in self.mlp:
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.mlp(hidden).squeeze(-1)
+
+
+# ---------------------------------------------------------------------------------------------------------- model
+
+
+@dataclass
+class OpenVLAOFTOutput:
+    """Outputs of one parallel-decoding forward pass.
+
+    Attributes:
+        action_logits: [B, A*K, n_bins] logits of the action tokens, index j = token `action_token_begin + j`;
+            position k*A + d is dimension d of step k of the chunk.
+        values: [B] chunk-level value estimates, or None without a value head.
+        last_hidden_state: [B, L, H] final hidden states (only with `output_hidden_states=True`).
+    """
+
+    action_logits: torch.Tensor
+    values: torch.Tensor | None = None
+    last_hidden_state: torch.Tensor | None = None
+
+
+class OpenVLAOFTForActionPrediction(nn.Module):
+    """OpenVLA with OFT parallel decoding of discrete action tokens and a value head.
+
+    Args:
+        config: an `OpenVLAOFTConfig` (see `OpenVLAOFTConfig.from_preset`).
+
+    Main entry points: `forward` (logits and values for a batch), `action_distribution`,
+    `predict_action` (de-normalised actions), `from_pretrained` / `save_pretrained` (released
+    checkpoint layout), `add_lora` / `merge_lora` / `unmerge_lora`.
+    """
+
+    def __init__(self, config: OpenVLAOFTConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.vision_backbone = OpenVLAVisionBackbone(config)
+        self.projector = OpenVLAProjector(self.vision_backbone.embed_dim, config.hidden_size,
+                                          fused=config.is_fused_projector)
+        self.language_model = LlamaForCausalLM(config.llm_config())
+        self.proprio_projector = (ProprioProjector(config.proprio_dim, config.hidden_size)
+                                  if config.use_proprio else None)
+        self.value_head = (ValueHead(config.hidden_size, config.value_head_hidden_sizes)
+                           if config.add_value_head else None)
+        self.action_tokenizer = ActionTokenizer(config.n_action_bins, config.vocab_end)
+        self._normalizers: dict[tuple[str | None, str], ActionNormalizer] = {}
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    @property
+    def norm_stats(self) -> dict[str, Any] | None:
+        return self.config.norm_stats
+
+    @property
+    def num_image_tokens(self) -> int:
+        return self.vision_backbone.num_patches * self.config.num_images_in_input
+
+    def num_parameters(self, only_trainable: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not only_trainable)
+
+    # ------------------------------------------------------------------ forward
+    def build_inputs(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        proprio: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The multimodal input embeddings [B, L, H] and the key mask [B, L] (see the module docstring)."""
+        cfg = self.config
+        b = input_ids.shape[0]
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        attention_mask = attention_mask.to(input_ids.device, torch.long)
+        bos = self.language_model.config.bos_token_id
+        if bos is not None and not bool((input_ids[:, 0] == bos).all() and attention_mask[:, 0].all()):
+            raise ValueError(f"every prompt must start with BOS (id {bos}) at index 0, with any padding after it: "
+                             f"got first ids {input_ids[:, 0].tolist()}; build prompts with OpenVLAOFTProcessor")
+        n_images = pixel_values.shape[1] // (3 * len(self.vision_backbone.towers))
+        if n_images != cfg.num_images_in_input:
+            raise ValueError(f"the model takes {cfg.num_images_in_input} images per observation "
+                             f"(config.num_images_in_input), got {n_images}")
+        patches = self.projector(self.vision_backbone(pixel_values.to(self.dtype)))
+        embed = self.language_model.get_input_embeddings()
+        tokens = embed(input_ids)
+        dev, h = tokens.device, tokens.shape[-1]
+        parts = [tokens[:, :1], patches.to(tokens.dtype)]
+        masks = [attention_mask[:, :1], attention_mask.new_ones(b, patches.shape[1])]
+        if cfg.use_proprio:
+            if proprio is None:
+                raise ValueError("this model was configured with use_proprio=True; pass proprio [B, proprio_dim]")
+            if proprio.shape[-1] != cfg.proprio_dim:
+                raise ValueError(f"proprio has {proprio.shape[-1]} values, the model expects {cfg.proprio_dim}")
+            parts.append(self.proprio_projector(proprio.to(dev, self.proprio_projector.fc1.weight.dtype))[:, None]
+                         .to(tokens.dtype))
+            masks.append(attention_mask.new_ones(b, 1))
+        parts += [tokens[:, 1:], tokens.new_zeros(b, cfg.num_action_tokens, h)]
+        masks += [attention_mask[:, 1:], attention_mask.new_ones(b, cfg.num_action_tokens)]
+        if cfg.append_stop_token:
+            eos = self.language_model.config.eos_token_id
+            eos = eos[0] if isinstance(eos, list) else eos
+            parts.append(embed(torch.full((b, 1), int(eos), device=dev, dtype=torch.long)))
+            masks.append(attention_mask.new_ones(b, 1))
+        return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        proprio: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> OpenVLAOFTOutput:
+        """One forward pass over a batch: logits of all A*K action tokens and the values.
+
+        Args:
+            pixel_values: [B, n_images * 3 * n_towers, H, W] from `OpenVLAOFTProcessor`.
+            input_ids: [B, Lp] prompt ids, BOS at index 0, left-padded after it (the processor's layout).
+            attention_mask: [B, Lp], 1 for real tokens (default all ones).
+            proprio: [B, proprio_dim] normalised proprioception (only with `use_proprio`).
+            output_hidden_states: also return the final hidden states.
+        """
+        inputs_embeds, mask = self.build_inputs(pixel_values, input_ids, attention_mask, proprio)
+        position_ids = (mask.cumsum(dim=-1) - 1).clamp(min=0)
+        # Bidirectional attention: an additive key-padding mask for every query (never None, which
+        # would make transformers fall back to its causal mask).
+        bias = torch.zeros(mask.shape, dtype=inputs_embeds.dtype, device=mask.device)
+        bias = bias.masked_fill(mask == 0, torch.finfo(inputs_embeds.dtype).min)[:, None, None, :]
+        hidden = self.language_model.model(inputs_embeds=inputs_embeds, attention_mask=bias,
+                                           position_ids=position_ids, use_cache=False).last_hidden_state
+        n_act = self.config.num_action_tokens
+        start = hidden.shape[1] - n_act - 1 - int(self.config.append_stop_token)
+        logits = self.action_logits(hidden[:, start:start + n_act])
+        values = self.value_head(hidden[:, start]) if self.value_head is not None else None
+        return OpenVLAOFTOutput(logits, values, hidden if output_hidden_states else None)
+
+    def action_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """LM-head logits of the action token ids only: [..., n_bins]."""
+        head = self.language_model.get_output_embeddings()
+        begin, end = self.action_tokenizer.token_begin, self.action_tokenizer.vocab_end
+        if type(head) is nn.Linear:  # plain head: multiply by the 256 action rows only
+            bias = head.bias[begin:end] if head.bias is not None else None
+            return F.linear(hidden, head.weight[begin:end], bias)
+        return head(hidden)[..., begin:end]  # wrapped (e.g. LoRA): run the module, then slice
+
+    # ------------------------------------------------------------------ actions
+    def action_distribution(self, action_logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0,
+                            normalizer: ActionNormalizer | None = None) -> ActionTokenDistribution:
+        """The categorical distribution over action bins; `normalizer` marks collapsed dimensions."""
+        collapsed = None
+        if normalizer is not None:
+            collapsed = normalizer.collapsed_dims(self.action_tokenizer).repeat(self.config.num_action_chunks)
+        return ActionTokenDistribution(action_logits, temperature=temperature, top_k=top_k, collapsed=collapsed)
+
+    def get_action_normalizer(self, unnorm_key: str | None = None, norm_stats: dict[str, Any] | None = None,
+                              key: str = "action") -> ActionNormalizer:
+        """Statistics for de-normalising actions (or `key="proprio"`), from `norm_stats` or the config's."""
+        stats = norm_stats if norm_stats is not None else self.config.norm_stats
+        cache_key = (unnorm_key, key)
+        if norm_stats is not None or cache_key not in self._normalizers:
+            normalizer = ActionNormalizer.from_norm_stats(stats, unnorm_key, self.config.action_normalization, key)
+            if normalizer.dim != self.config.action_dim and key == "action":
+                raise ValueError(f"norm_stats {normalizer.name!r} describe {normalizer.dim}-D actions but the model "
+                                 f"predicts {self.config.action_dim}-D actions")
+            if norm_stats is not None:
+                return normalizer
+            self._normalizers[cache_key] = normalizer
+        return self._normalizers[cache_key]
+
+    @torch.no_grad()
+    def predict_action(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        proprio: torch.Tensor | None = None,
+        unnorm_key: str | None = None,
+        deterministic: bool = True,
+        temperature: float = 1.0,
+        top_k: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Actions for a batch: ([B, K, A] de-normalised actions, [B, K*A] action token ids)."""
+        out = self(pixel_values, input_ids, attention_mask, proprio)
+        normalizer = self.get_action_normalizer(unnorm_key)
+        dist = self.action_distribution(out.action_logits, temperature, top_k, normalizer)
+        bins = dist.mode() if deterministic else dist.sample()
+        actions = normalizer.unnormalize(self.action_tokenizer.decode_bins(bins))
+        cfg = self.config
+        return actions.view(-1, cfg.num_action_chunks, cfg.action_dim), self.action_tokenizer.bins_to_ids(bins)
+
+    # ------------------------------------------------------------------ LoRA
+    def add_lora(self, rank: int = 32, alpha: int | None = None, target_modules: list[str] | str | None = None,
+                 dropout: float = 0.0, init_lora_weights: bool | str = "gaussian") -> None:
+        """Wrap linear layers with LoRA adapters (peft) and freeze everything else except the value head.
+
+        Defaults follow RLinf (reference §4.4): alpha = rank, dropout 0, gaussian init (B = 0, so
+        outputs do not change), and its target list (every linear layer of ViTs, projector and Llama).
+        """
+        from peft import LoraConfig, inject_adapter_in_model
+
+        if self.has_lora:
+            raise RuntimeError("this model already has LoRA adapters; merge_and_unload_lora() first")
+        lora_config = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank, lora_dropout=dropout,
+                                 target_modules=target_modules or list(DEFAULT_LORA_TARGET_MODULES),
+                                 init_lora_weights=init_lora_weights, bias="none")
+        inject_adapter_in_model(lora_config, self)
+        for name, p in self.named_parameters():
+            p.requires_grad = ".lora_" in name
+        for head in (self.value_head, self.proprio_projector):
+            if head is not None:
+                head.requires_grad_(True)
+
+    def _lora_layers(self) -> list[nn.Module]:
+        from peft.tuners.lora import LoraLayer
+
+        return [m for m in self.modules() if isinstance(m, LoraLayer)]
+
+    @property
+    def has_lora(self) -> bool:
+        return any(".lora_" in name for name, _ in self.named_parameters())
+
+    def merge_lora(self) -> None:
+        """Add the LoRA updates into the base weights (outputs unchanged; the adapters are kept)."""
+        for layer in self._lora_layers():
+            if not layer.merged:
+                layer.merge()
+
+    def unmerge_lora(self) -> None:
+        """Undo `merge_lora`."""
+        for layer in self._lora_layers():
+            while layer.merged:
+                layer.unmerge()
+
+    def lora_state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.state_dict().items() if ".lora_" in k}
+
+    def export_state_dict(self) -> dict[str, torch.Tensor]:
+        """Weights under the released key names, with any LoRA update merged in (the model is not changed)."""
+        deltas: dict[str, torch.Tensor] = {}
+        lora_layers = set(self._lora_layers())
+        for name, module in self.named_modules():
+            if module in lora_layers and not module.merged:
+                delta = None
+                for adapter in module.active_adapters:
+                    if adapter in module.lora_A:
+                        d = module.get_delta_weight(adapter)
+                        delta = d if delta is None else delta + d
+                if delta is not None:
+                    deltas[f"{name}.weight"] = delta
+        out: dict[str, torch.Tensor] = {}
+        for key, tensor in self.state_dict().items():
+            if ".lora_" in key:
+                continue
+            key = key.replace(".base_layer.", ".")
+            out[key] = tensor + deltas[key].to(tensor.dtype) if key in deltas else tensor
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, torch_dtype: torch.dtype | str | None = None,
+                        device: torch.device | str | None = None, strict: bool = True,
+                        **config_overrides: Any) -> OpenVLAOFTForActionPrediction:
+        """Load a released OpenVLA / OpenVLA-OFT / RLinf checkpoint directory (see `checkpoint.load_model`)."""
+        from .checkpoint import load_model
+
+        return load_model(path, torch_dtype=torch_dtype, device=device, strict=strict, **config_overrides)
+
+    def save_pretrained(self, path: str | os.PathLike, processor: Any = None, max_shard_size: int | str = "5GB",
+                        torch_dtype: torch.dtype | str | None = None) -> None:
+        """Write the released layout atomically (see `checkpoint.save_model`)."""
+        from .checkpoint import save_model
+
+        save_model(self, path, processor=processor, max_shard_size=max_shard_size, torch_dtype=torch_dtype)
+
+
+def build_model(config: OpenVLAOFTConfig, device: torch.device | str | None = None,
+                torch_dtype: torch.dtype | None = None) -> OpenVLAOFTForActionPrediction:
+    """A randomly initialised model; `device="meta"` builds the structure only (for counting parameters)."""
+    with torch.device(device or "cpu"):
+        model = OpenVLAOFTForActionPrediction(config)
+    if torch_dtype is not None:
+        model.to(torch_dtype)
+    return model
