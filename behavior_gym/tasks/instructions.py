@@ -210,13 +210,17 @@ def load_instruction_file(path: str | os.PathLike) -> dict[str, str]:
     """Read `{task_name: instruction}` from a JSON object or a JSONL file."""
     with open(path, encoding="utf-8") as f:
         text = f.read()
-    stripped = text.lstrip()
     out: dict[str, str] = {}
-    if stripped.startswith("{") and not _looks_like_jsonl(text):
+    try:
         data = json.loads(text)
+    except json.JSONDecodeError:
+        data = None  # not one JSON document: JSON Lines
+    if data is not None:
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a JSON object {{task_name: instruction}}")
-        items = data.items()
+            raise ValueError(f"{path}: expected a JSON object {{task_name: instruction}} or JSON Lines")
+        items = list(data.items())
+        if set(data) == {"task", "instruction"}:
+            items = [(data["task"], data["instruction"])]
     else:
         items = []
         for n, line in enumerate(text.splitlines(), 1):
@@ -226,10 +230,10 @@ def load_instruction_file(path: str | os.PathLike) -> dict[str, str]:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{n}: not a JSON object ({e.msg})") from None
-            if "task" in row and "instruction" in row:
-                items.append((row["task"], row["instruction"]))
-            elif "task_name" in row and "instruction" in row:
-                items.append((row["task_name"], row["instruction"]))
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{n}: expected a JSON object")
+            if "instruction" in row and ("task" in row or "task_name" in row):
+                items.append((row.get("task", row.get("task_name")), row["instruction"]))
             else:
                 items.extend(row.items())
     for task, instruction in items:
@@ -238,13 +242,3 @@ def load_instruction_file(path: str | os.PathLike) -> dict[str, str]:
         out[str(task)] = instruction
     return out
 
-
-def _looks_like_jsonl(text: str) -> bool:
-    lines = [line for line in text.splitlines() if line.strip()]
-    if len(lines) < 2:
-        return False
-    try:
-        json.loads(text)
-        return False
-    except json.JSONDecodeError:
-        return all(line.strip().startswith("{") for line in lines)
