@@ -87,6 +87,7 @@ class OpenVLAOFTConfig:
         text_config: the Llama language model's settings (a LlamaConfig dict).
         norm_stats: `{dataset: {"action": {q01, q99, min, max, mask, ...}, "proprio": {...}}}`.
         n_action_bins: number of action tokens (256).
+        architectures: class names recorded for transformers' remote code (kept as released).
 
     OFT / RL fields (this project; defaults = the Behavior setting):
         timm_model_kwargs: per-tower overrides passed to `timm.create_model` (embed_dim, depth,
@@ -121,6 +122,7 @@ class OpenVLAOFTConfig:
     text_config: dict[str, Any] = field(default_factory=_llama2_7b_text_config)
     norm_stats: dict[str, Any] | None = None
     n_action_bins: int = 256
+    architectures: list[str] = field(default_factory=lambda: ["OpenVLAForActionPrediction"])
 
     timm_model_kwargs: list[dict[str, Any]] | None = None
     vision_feature_layer: int = -2
@@ -233,7 +235,6 @@ class OpenVLAOFTConfig:
                 out[f.name] = copy.deepcopy(getattr(self, f.name))
         for key, value in self.extra.items():
             out.setdefault(key, copy.deepcopy(value))
-        out.setdefault("architectures", ["OpenVLAForActionPrediction"])
         return out
 
     def to_json_string(self) -> str:
