@@ -195,7 +195,7 @@ class OpenVLAOFTPolicy(BasePolicy):
         if model is not None:
             if overrides:
                 raise ValueError("config_overrides cannot change an already built model")
-            model = model.to(dtype)
+            model = model.set_dtype(dtype)
             processor = processor or OpenVLAOFTProcessor.from_config(model.config, **kwargs)
         elif model_path is not None:
             model = OpenVLAOFTForActionPrediction.from_pretrained(model_path, torch_dtype=dtype, strict=strict,

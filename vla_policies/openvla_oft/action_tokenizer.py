@@ -57,8 +57,8 @@ class ActionTokenizer:
         self.vocab_end = vocab_end
         self.token_begin = vocab_end - n_bins
         self.min_action, self.max_action = float(min_action), float(max_action)
-        # float64, as the reference computes them with numpy
-        self.bins = torch.linspace(min_action, max_action, n_bins, dtype=torch.float64)
+        # float64, as the reference computes them with numpy; on the CPU even inside a meta-device build
+        self.bins = torch.linspace(min_action, max_action, n_bins, dtype=torch.float64, device="cpu")
         self.bin_centers = (self.bins[:-1] + self.bins[1:]) / 2
 
     def __repr__(self) -> str:
@@ -112,15 +112,15 @@ class ActionNormalizer:
     """
 
     def __init__(self, low: Any, high: Any, mask: Any = None, name: str = "action"):
-        self.low = torch.as_tensor(np.asarray(low, dtype=np.float64))
-        self.high = torch.as_tensor(np.asarray(high, dtype=np.float64))
+        self.low = torch.as_tensor(np.asarray(low, dtype=np.float64), device="cpu")
+        self.high = torch.as_tensor(np.asarray(high, dtype=np.float64), device="cpu")
         if self.low.ndim != 1 or self.low.shape != self.high.shape:
             raise ValueError(f"{name}: low and high must be 1-D of equal length, got {tuple(self.low.shape)} "
                              f"and {tuple(self.high.shape)}")
         m = np.ones(self.low.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
         if m.shape != tuple(self.low.shape):
             raise ValueError(f"{name}: mask has shape {m.shape}, expected {tuple(self.low.shape)}")
-        self.mask = torch.as_tensor(m)
+        self.mask = torch.as_tensor(m, device="cpu")
         self.name = name
 
     @property
@@ -198,7 +198,7 @@ class ActionNormalizer:
         re-encoding the bin centres does not give them back — e.g. q01 == q99. Every token of such a
         dimension yields the same action, so the action carries no choice: log-prob 0, entropy 0.
         """
-        canon = torch.arange(1, tokenizer.n_bins)  # one canonical bin per centre (bin 0 aliases bin 1)
+        canon = torch.arange(1, tokenizer.n_bins, device="cpu")  # one canonical bin per centre (bin 0 aliases bin 1)
         normalized = tokenizer.decode_bins(canon)[:, None].expand(-1, self.dim)
         env = self.unnormalize(normalized)  # float32
         back = tokenizer.encode_bins(self.normalize(env))

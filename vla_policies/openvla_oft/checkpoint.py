@@ -35,7 +35,12 @@ import torch
 from torch import nn
 
 from .configuration_openvla_oft import CONFIG_NAME, OpenVLAOFTConfig
-from .modeling_openvla_oft import OpenVLAOFTForActionPrediction, ProprioProjector, ValueHead
+from .modeling_openvla_oft import (
+    OpenVLAOFTForActionPrediction,
+    ProprioProjector,
+    ValueHead,
+    rebuild_computed_buffers,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -199,14 +204,7 @@ def _materialize(model: OpenVLAOFTForActionPrediction) -> None:
         model.value_head = ValueHead(cfg.hidden_size, cfg.value_head_hidden_sizes)
     if model.proprio_projector is not None and model.proprio_projector.fc1.weight.is_meta:
         model.proprio_projector = ProprioProjector(cfg.proprio_dim, cfg.hidden_size)
-    for name, module in model.named_modules():
-        if any(b.is_meta for b in module.buffers(recurse=False)):
-            if not hasattr(module, "config"):
-                raise RuntimeError(f"internal error: buffers of {name!r} ({type(module).__name__}) are not in the "
-                                   "checkpoint and cannot be rebuilt")
-            fresh = type(module)(config=module.config)  # e.g. LlamaRotaryEmbedding: computed, not stored
-            parent_name, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent_name), child, fresh)
+    rebuild_computed_buffers(model)  # e.g. LlamaRotaryEmbedding: computed, not stored
     still = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if still:
         raise RuntimeError(f"internal error: {still[:5]} were neither loaded nor initialised")
@@ -253,7 +251,8 @@ def load_model(path: str | os.PathLike, torch_dtype: torch.dtype | str | None = 
         heads = sorted({k.split(".")[0] for k in fresh})
         logger.info("%s has no %s weights; initialising them", path, " / ".join(heads))
     _materialize(model)
-    model.to(device=device or "cpu", dtype=_resolve_dtype(torch_dtype, config))
+    model.to(device=device or "cpu")
+    model.set_dtype(_resolve_dtype(torch_dtype, config))
     model.eval()
     return model
 

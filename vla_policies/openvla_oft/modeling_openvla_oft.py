@@ -255,6 +255,16 @@ class OpenVLAOFTForActionPrediction(nn.Module):
     def num_image_tokens(self) -> int:
         return self.vision_backbone.num_patches * self.config.num_images_in_input
 
+    def set_dtype(self, dtype: torch.dtype) -> OpenVLAOFTForActionPrediction:
+        """Cast the weights to `dtype`, keeping computed buffers (RoPE frequencies) in float32.
+
+        `module.to(torch.bfloat16)` would round the rotary `inv_freq` too; transformers'
+        `from_pretrained(torch_dtype=...)`, which OFT and RLinf use, keeps it in float32.
+        """
+        self.to(dtype)
+        rebuild_computed_buffers(self)
+        return self
+
     def num_parameters(self, only_trainable: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not only_trainable)
 
@@ -473,11 +483,29 @@ class OpenVLAOFTForActionPrediction(nn.Module):
         save_model(self, path, processor=processor, max_shard_size=max_shard_size, torch_dtype=torch_dtype)
 
 
+def rebuild_computed_buffers(model: nn.Module) -> None:
+    """Re-create the submodules whose buffers are computed, not stored (transformers' rotary embeddings).
+
+    They are rebuilt from their config in float32 on the device of the model's weights; this also
+    materialises them after a meta-device build.
+    """
+    params = [p for p in model.parameters() if not p.is_meta]
+    device = params[0].device if params else torch.device("cpu")
+    for name, module in list(model.named_modules()):
+        computed = [b for b in module._non_persistent_buffers_set if module._buffers.get(b) is not None]
+        if not computed or not hasattr(module, "config"):
+            continue
+        with torch.device(device):
+            fresh = type(module)(config=module.config)  # e.g. LlamaRotaryEmbedding
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, fresh)
+
+
 def build_model(config: OpenVLAOFTConfig, device: torch.device | str | None = None,
                 torch_dtype: torch.dtype | None = None) -> OpenVLAOFTForActionPrediction:
     """A randomly initialised model; `device="meta"` builds the structure only (for counting parameters)."""
     with torch.device(device or "cpu"):
         model = OpenVLAOFTForActionPrediction(config)
     if torch_dtype is not None:
-        model.to(torch_dtype)
+        model.set_dtype(torch_dtype)
     return model
