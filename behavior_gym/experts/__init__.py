@@ -1,0 +1,24 @@
+"""Scripted experts for the embedded backend: `make_expert(env)` and `EXPERTS` (task -> class)."""
+
+from __future__ import annotations
+
+from behavior_gym.experts.base import ExpertFailure, ScriptedExpert
+from behavior_gym.experts.skills import OpenDrawerExpert, PickAndPlaceExpert, RearrangementExpert, StackingExpert
+
+EXPERTS: dict[str, type[ScriptedExpert]] = {
+    "pick_and_place": PickAndPlaceExpert,
+    "stacking": StackingExpert,
+    "open_drawer": OpenDrawerExpert,
+    "rearrangement": RearrangementExpert,
+}
+
+
+def make_expert(env) -> ScriptedExpert:
+    """The scripted expert for `env`'s task (raises `ValueError` if there is none)."""
+    task = env.unwrapped.task
+    if task not in EXPERTS:
+        raise ValueError(f"no scripted expert for task {task!r}; experts exist for {', '.join(EXPERTS)}")
+    return EXPERTS[task](env)
+
+
+__all__ = ["EXPERTS", "ExpertFailure", "ScriptedExpert", "make_expert"]

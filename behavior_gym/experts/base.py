@@ -1,0 +1,414 @@
+"""Scripted experts: privileged-state controllers that produce the env's 23-D actions.
+
+An expert reads the simulator directly (object poses from the task's `MujocoState`, the robot's
+joints) and writes actions in the env's own layout — base velocities in the robot frame, absolute
+torso and arm joint targets, gripper commands — so its episodes are ordinary env episodes that
+can be recorded as demonstrations.
+
+`ScriptedExpert.script()` is a generator of actions; primitives (`drive_to`, `move_arm`,
+`gripper`, `pick`, `place_at`, `press`) are generators too and are composed with `yield from`.
+Arm motions solve inverse kinematics (`ik.ArmIK`) once per waypoint and interpolate joint targets;
+base motions are closed-loop on the base pose.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import mujoco
+import numpy as np
+
+from behavior_gym.backends.mujoco import robot as r1
+from behavior_gym.experts.ik import ArmIK, grasp_rotation
+from behavior_gym.spaces import ACTION_HIGH, ACTION_LOW, ACTION_PART
+
+DT = 1.0 / r1.CONTROL_HZ
+TORSO = ACTION_PART["torso"].slice
+ARM = {"left": ACTION_PART["left_arm"].slice, "right": ACTION_PART["right_arm"].slice}
+GRIP = {"left": ACTION_PART["left_gripper"].start, "right": ACTION_PART["right_gripper"].start}
+FINGERTIP = 0.03  # fingertips reach this far below the eef site
+PALM_CLEAR = 0.035  # the palm starts this far above the eef site: grasp tall things near the top
+# A compact arm pose for driving and turning: elbow folded, hand at ~1.25 m in front of the chest,
+# clear of tables and counters (the reset pose leaves the hands at table height).
+CARRY = {"left": (-0.2, 0.3, 0.0, -2.0, 0.0, 0.3, 0.0), "right": (-0.2, -0.3, 0.0, -2.0, 0.0, 0.3, 0.0)}
+
+
+class ExpertFailure(RuntimeError):
+    """The script found no way to continue (an unreachable target, a lost object)."""
+
+
+class ScriptedExpert:
+    """Base class. Subclasses implement `script()`.
+
+    Args:
+        env: a `Behavior-R1Pro-v0` env on the embedded backend (wrappers are unwrapped).
+    """
+
+    max_joint_speed = 1.4  # rad/s for interpolated arm motions
+
+    def __init__(self, env):
+        self.env = env.unwrapped
+        self.backend = self.env.backend
+        self.task = self.backend.task
+        self.model = self.backend.model
+        self.data = self.backend.data
+        self.idx = self.backend.idx
+        self.ik = {arm: ArmIK(self.model, arm) for arm in r1.ARMS}
+        self.cmd = r1.reset_action()
+        self._gen: Iterator[np.ndarray] | None = None
+        self.failed: str | None = None
+        self.holding = None
+        self._pitch: dict[str, float | None] = {}
+        self._lock: dict[str, bool] = {}
+        # Servo addresses for the gravity offset (torso and both arms, in action-slot order).
+        idx = self.idx
+        self._pos_slots = np.asarray(idx.position_slots)
+        self._pos_qadr = np.concatenate([idx.torso_qpos, idx.arm_qpos["left"], idx.arm_qpos["right"]])
+        self._pos_dadr = np.concatenate([idx.torso_dof, idx.arm_dof["left"], idx.arm_dof["right"]])
+        self._pos_kp = self.model.actuator_gainprm[np.asarray(idx.position_act), 0].copy()
+        self._scratch = mujoco.MjData(self.model)
+        self._offset_key = None
+        self._offset = np.zeros(len(self._pos_slots))
+
+    # -- driving the script ------------------------------------------------------------------------
+    def reset(self) -> None:
+        # The reset pose as commanded (not as measured: joints may have sagged while settling).
+        self.cmd = r1.reset_action()
+        self.cmd[:3] = 0.0
+        self.failed = None
+        self.holding = None
+        self._pitch, self._lock = {}, {}
+        self._offset_key = None
+        self._gen = self._run()
+
+    def _run(self) -> Iterator[np.ndarray]:
+        yield from self.carry_pose()
+        yield from self.script()
+
+    def act(self, obs=None) -> np.ndarray:
+        if self._gen is None:
+            self.reset()
+        try:
+            a = next(self._gen)
+        except StopIteration:
+            a = self._hold()
+        except ExpertFailure as e:
+            self.failed = str(e)
+            self._gen = iter(())
+            a = self._hold()
+        return np.clip(a, ACTION_LOW, ACTION_HIGH).astype(np.float32)
+
+    def script(self) -> Iterator[np.ndarray]:
+        raise NotImplementedError
+
+    def _hold(self) -> np.ndarray:
+        self.cmd[:3] = 0.0
+        return self._with_gravity_offset(self.cmd)
+
+    def _with_gravity_offset(self, cmd: np.ndarray) -> np.ndarray:
+        """Position targets shifted by the gravity load over the servo stiffness (tau / kp), so joints
+        that are not gravity-compensated settle where the script wants them instead of sagging."""
+        key = cmd[3:].tobytes()
+        if key != self._offset_key:
+            m, d = self.model, self._scratch
+            d.qpos[:] = self.data.qpos
+            d.qpos[self._pos_qadr] = cmd[self._pos_slots]
+            d.qvel[:] = 0.0
+            mujoco.mj_forward(m, d)
+            load = d.qfrc_bias[self._pos_dadr] - d.qfrc_gravcomp[self._pos_dadr]
+            self._offset = load / self._pos_kp
+            self._offset_key = key
+        out = cmd.copy()
+        out[self._pos_slots] += self._offset
+        return out
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def state(self):
+        st = self.task.state
+        st.update(self.data)
+        return st
+
+    def base_pose(self) -> tuple[float, float, float]:
+        q = self.data.qpos[self.idx.base_qpos]
+        return float(q[0]), float(q[1]), float(q[2])
+
+    def to_robot(self, p) -> np.ndarray:
+        x, y, yaw = self.base_pose()
+        c, s = math.cos(yaw), math.sin(yaw)
+        dx, dy = p[0] - x, p[1] - y
+        return np.array([c * dx + s * dy, -s * dx + c * dy, p[2] if len(p) > 2 else 0.0])
+
+    def aabb(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        st = self.state
+        lo, hi = st.aabb(st.index[name])
+        return lo.copy(), hi.copy()
+
+    def center(self, name: str) -> np.ndarray:
+        lo, hi = self.aabb(name)
+        return (lo + hi) / 2
+
+    def body_yaw(self, name: str) -> float:
+        R = self.data.xmat[self.model.body(self.task.scene.objects[name].body).id].reshape(3, 3)
+        return math.atan2(R[1, 0], R[0, 0])
+
+    def holds(self, pred: str, *names: str) -> bool:
+        st = self.state
+        return st.evaluate(pred, *(st.index[n] for n in names))
+
+    def goal_done(self) -> bool:
+        return self.task.goal_status(self.model, self.data).success
+
+    # -- primitives ------------------------------------------------------------------------------
+    def wait(self, steps: int) -> Iterator[np.ndarray]:
+        for _ in range(steps):
+            yield self._hold()
+
+    def gripper(self, arm: str, open_: bool, steps: int = 12) -> Iterator[np.ndarray]:
+        self.cmd[GRIP[arm]] = 1.0 if open_ else -1.0
+        yield from self.wait(steps)
+
+    def move_joints(self, arm: str | None, q: np.ndarray, speed: float | None = None, settle_tol: float = 0.015,
+                    settle_max: int = 30) -> Iterator[np.ndarray]:
+        """Interpolate torso (+ arm) targets to `q` = torso 4 (+ arm 7)."""
+        speed = speed or self.max_joint_speed
+        start = np.concatenate([self.cmd[TORSO], self.cmd[ARM[arm]]]) if arm else self.cmd[TORSO].copy()
+        q = np.asarray(q, float)
+        n = max(1, int(math.ceil(np.max(np.abs(q - start)) / (speed * DT))))
+        for k in range(1, n + 1):
+            qi = start + (q - start) * (k / n)
+            self.cmd[TORSO] = qi[:4]
+            if arm:
+                self.cmd[ARM[arm]] = qi[4:]
+            yield self._hold()
+        # Let the position controllers catch up with the target.
+        adr = np.concatenate([self.idx.torso_qpos, self.idx.arm_qpos[arm]]) if arm else self.idx.torso_qpos
+        for _ in range(settle_max):
+            if np.max(np.abs(self.data.qpos[adr] - q)) < settle_tol:
+                break
+            yield self._hold()
+
+    def carry_pose(self, arms=("left", "right"), speed: float = 2.5) -> Iterator[np.ndarray]:
+        """Arms tucked, torso upright: safe to turn and drive."""
+        start = self.cmd.copy()
+        target = self.cmd.copy()
+        target[TORSO] = r1.reset_action()[TORSO]
+        for arm in arms:
+            target[ARM[arm]] = CARRY[arm]
+        n = max(1, int(math.ceil(np.max(np.abs(target[3:] - start[3:])) / (speed * DT))))
+        for k in range(1, n + 1):
+            self.cmd[3:] = start[3:] + (target[3:] - start[3:]) * (k / n)
+            yield self._hold()
+        yield from self.wait(3)
+
+    def reach(self, arm: str, pos, yaw: float, speed: float | None = None, pitches=(0.0, 0.25, 0.5, 0.8),
+              tol: float = 0.006, linear: bool = False) -> Iterator[np.ndarray]:
+        """Move the arm's grasp point to `pos`, fingers down (leaning away from the robot if that is
+        needed to reach), closing across `yaw`. `linear`: along a straight line, keeping the current
+        hand orientation (descents and lifts)."""
+        q0 = np.concatenate([self.cmd[TORSO], self.cmd[ARM[arm]]])
+        tilt = self.base_pose()[2]
+        if linear and self._pitch.get(arm) is not None:
+            rot = grasp_rotation(yaw, self._pitch[arm], tilt)
+            start = self.data.site_xpos[self.model.site(f"{arm}_eef").id].copy()
+            pos = np.asarray(pos, float)
+            n = max(1, int(math.ceil(np.linalg.norm(pos - start) / 0.02)))
+            qs, q = [], q0
+            for k in range(1, n + 1):
+                q, err = self.ik[arm].solve(self.data, start + (pos - start) * k / n, rot, q0=q, restarts=0,
+                                            torso_lock=self._lock.get(arm, True))
+                qs.append(q)
+            if err > 0.03:
+                raise ExpertFailure(f"{arm} arm cannot reach {np.round(pos, 3)} in a line (error {err:.3f} m)")
+            speed = speed or self.max_joint_speed
+            for q in qs:
+                yield from self.move_joints(arm, q, speed, settle_max=0)
+            yield from self.move_joints(arm, qs[-1], speed)
+            return
+        best = None
+        # Fingers as vertical as possible; the arm alone before leaning the torso.
+        for pitch in pitches:
+            for lock in (True, False):
+                q, err = self.ik[arm].solve(self.data, pos, grasp_rotation(yaw, pitch, tilt), q0=q0, torso_lock=lock)
+                if best is None or err < best[1] - 1e-4:
+                    best = (q, err, pitch, lock)
+                if err < tol:
+                    break
+            if best[1] < tol:
+                break
+        if best[1] > 0.015:
+            raise ExpertFailure(f"{arm} arm cannot reach {np.round(pos, 3)} (error {best[1]:.3f} m)")
+        self._pitch[arm], self._lock[arm] = best[2], best[3]
+        yield from self.move_joints(arm, best[0], speed)
+
+    def drive_to(self, x: float, y: float, yaw: float, tol: float = 0.015, yaw_tol: float = 0.03,
+                 max_steps: int = 240) -> Iterator[np.ndarray]:
+        """Closed-loop holonomic base motion to a world pose."""
+        for _ in range(max_steps):
+            bx, by, byaw = self.base_pose()
+            ex, ey = x - bx, y - by
+            eyaw = (yaw - byaw + math.pi) % (2 * math.pi) - math.pi
+            if math.hypot(ex, ey) < tol and abs(eyaw) < yaw_tol:
+                break
+            c, s = math.cos(byaw), math.sin(byaw)
+            vx, vy = c * ex + s * ey, -s * ex + c * ey
+            gain = 2.5
+            v = np.array([vx, vy]) * gain
+            n = np.linalg.norm(v)
+            if n > 0.6:
+                v *= 0.6 / n
+            self.cmd[:3] = (v[0], v[1], float(np.clip(3.0 * eyaw, -0.9, 0.9)))
+            yield self._with_gravity_offset(self.cmd)
+        self.cmd[:3] = 0.0
+        yield from self.wait(4)
+
+    # -- manipulation ----------------------------------------------------------------------------
+    def grasp_yaw(self, name: str) -> float:
+        """World yaw for the finger-closing axis across the object's narrow horizontal side."""
+        o = self.task.scene.objects[name]
+        yaw = self.body_yaw(name)
+        hx, hy = o.half[0], o.half[1]
+        # Fingers close along the site's y axis = (yaw_grasp + pi/2): align it with the short side.
+        g = yaw if hx >= hy else yaw + math.pi / 2
+        # Keep the hand's heading within +-90 deg of the robot's for a comfortable wrist.
+        byaw = self.base_pose()[2]
+        rel = (g - byaw + math.pi) % (2 * math.pi) - math.pi
+        if rel > math.pi / 2:
+            rel -= math.pi
+        elif rel < -math.pi / 2:
+            rel += math.pi
+        return byaw + rel
+
+    def arm_for(self, p) -> str:
+        return "left" if self.to_robot(p)[1] >= 0 else "right"
+
+    def pick(self, name: str, arm: str | None = None, lift: float = 0.1, then=None) -> Iterator[np.ndarray]:
+        """Top-down grasp of `name` and lift. `then`: where it goes next (helps choose the arm)."""
+        lo, hi = self.aabb(name)
+        c = (lo + hi) / 2
+        arm = arm or self.arm_for(c if then is None else (c + np.asarray(then)) / 2)
+        yield from self.approach(c, arm)
+        lo, hi = self.aabb(name)
+        c = (lo + hi) / 2
+        height = hi[2] - lo[2]
+        z = max(c[2], lo[2] + FINGERTIP + 0.008) if height > 0.03 else lo[2] + FINGERTIP - 0.012 + height
+        z = max(min(z, hi[2] - 0.01), hi[2] - PALM_CLEAR) if height > 0.045 else z
+        yaw = self.grasp_yaw(name)
+        yield from self.gripper(arm, True, steps=2)
+        yield from self.reach(arm, (c[0], c[1], max(hi[2] + 0.1, z + 0.1)), yaw)
+        yield from self.reach(arm, (c[0], c[1], z), yaw, speed=0.8, linear=True)
+        yield from self.gripper(arm, False, steps=12)
+        yield from self.reach(arm, (c[0], c[1], hi[2] + lift), yaw, speed=1.0, linear=True)
+        if not self.holds("grasped", *self._agent_and(name)):
+            raise ExpertFailure(f"lost {name} after grasping")
+        self.holding = (arm, name, yaw)
+
+    def _agent_and(self, name):
+        agent = next((n for n, o in self.task.scene.objects.items() if o.role == "agent"), None)
+        return (agent or name, name)
+
+    def place_at(self, xy, bottom_z: float, yaw: float | None = None, drop: float = 0.01, tuck: bool = False
+                 ) -> Iterator[np.ndarray]:
+        """Put the held object down with its bottom at `bottom_z` (+ `drop`) over `xy`."""
+        arm, name, gyaw = self.holding
+        byaw0 = self.base_pose()[2]
+        yield from self.approach((xy[0], xy[1], bottom_z), arm)
+        yaw = gyaw + (self.base_pose()[2] - byaw0) if yaw is None else yaw
+        lo, hi = self.aabb(name)
+        site = self.data.site_xpos[self.model.site(f"{arm}_eef").id]
+        below = site[2] - lo[2]  # how far the object hangs below the grasp point
+        z = bottom_z + below + drop
+        yield from self.reach(arm, (xy[0], xy[1], z + 0.1), yaw)
+        yield from self.reach(arm, (xy[0], xy[1], z), yaw, speed=0.8, linear=True)
+        yield from self.gripper(arm, True, steps=10)
+        yield from self.reach(arm, (xy[0], xy[1], z + 0.1), yaw, speed=1.0, linear=True)
+        self.holding = None
+        if tuck:
+            yield from self.carry_pose((arm,))
+
+    def press(self, pos, arm: str | None = None, depth: float = 0.012) -> Iterator[np.ndarray]:
+        """Press a button at `pos` (its top centre) with closed fingertips, then lift."""
+        arm = arm or self.arm_for(pos)
+        yaw = self.base_pose()[2]
+        yield from self.gripper(arm, False, steps=6)
+        top = (pos[0], pos[1], pos[2] + FINGERTIP + 0.08)
+        yield from self.reach(arm, top, yaw)
+        yield from self.reach(arm, (pos[0], pos[1], pos[2] + FINGERTIP - depth), yaw, speed=0.4)
+        yield from self.wait(4)
+        yield from self.reach(arm, top, yaw, speed=0.6)
+
+    # -- base placement ---------------------------------------------------------------------------
+    def _fixture_rects(self):
+        if not hasattr(self, "_rects"):
+            self._rects = []
+            for o in self.task.scene.objects.values():
+                if o.role == "fixture":
+                    x, y, yaw = o.pose
+                    d, w, _ = o.spec.size
+                    self._rects.append((np.array([x, y]), yaw, np.array([d / 2, w / 2])))
+        return self._rects
+
+    def base_free(self, x: float, y: float, yaw: float, margin: float = 0.04) -> bool:
+        """Whether the base footprint at (x, y, yaw) clears every piece of furniture."""
+        hb = np.array(r1.DIMS.base_half[:2]) + margin
+        for c, fyaw, hf in self._fixture_rects():
+            if _rects_overlap(np.array([x, y]), yaw, hb, c, fyaw, hf):
+                return False
+        return True
+
+    def approach(self, p, arm: str, x_des: float = 0.55, y_des: float = 0.17, turn: bool = True
+                 ) -> Iterator[np.ndarray]:
+        """Drive (and turn if that helps) so that `p` sits comfortably in front of `arm`'s shoulder,
+        as far as the furniture allows."""
+        bx, by, byaw = self.base_pose()
+        side = 1.0 if arm == "left" else -1.0
+        want = np.array([x_des, side * y_des])
+        pr = self.to_robot(p)
+        yaws = [byaw]
+        if turn:
+            yaws.append(byaw + math.atan2(pr[1] - want[1], pr[0]))
+        best = None
+        for yaw in yaws:
+            c, s_ = math.cos(yaw), math.sin(yaw)
+            gx = p[0] - (c * want[0] - s_ * want[1])
+            gy = p[1] - (s_ * want[0] + c * want[1])
+            end = (bx, by)
+            for t in np.linspace(0.0, 1.0, 21):
+                x, y = bx + t * (gx - bx), by + t * (gy - by)
+                if not self.base_free(x, y, yaw):
+                    break
+                end = (x, y)
+            # Where p would be in the robot frame at the end of this plan.
+            dx, dy = p[0] - end[0], p[1] - end[1]
+            rel = np.array([c * dx + s_ * dy, -s_ * dx + c * dy])
+            cost = np.linalg.norm(rel - want) + 0.05 * abs(yaw - byaw)
+            if best is None or cost < best[0]:
+                best = (cost, end, yaw)
+        _, end, yaw = best
+        if math.hypot(end[0] - bx, end[1] - by) > 0.01 or abs(yaw - byaw) > 0.03:
+            yield from self.drive_to(end[0], end[1], yaw)
+
+    def face(self, p, standoff: float | None = None) -> Iterator[np.ndarray]:
+        """Turn (and optionally drive) so that point `p` is straight ahead at `standoff` metres."""
+        bx, by, _ = self.base_pose()
+        yaw = math.atan2(p[1] - by, p[0] - bx)
+        if standoff is None:
+            yield from self.drive_to(bx, by, yaw)
+        else:
+            d = math.hypot(p[0] - bx, p[1] - by)
+            t = (d - standoff) / max(d, 1e-6)
+            yield from self.drive_to(bx + t * (p[0] - bx), by + t * (p[1] - by), yaw)
+
+
+def _rects_overlap(c1, yaw1, h1, c2, yaw2, h2) -> bool:
+    """Separating-axis test for two rotated rectangles (centre, yaw, half extents)."""
+    R1 = np.array([[math.cos(yaw1), -math.sin(yaw1)], [math.sin(yaw1), math.cos(yaw1)]])
+    R2 = np.array([[math.cos(yaw2), -math.sin(yaw2)], [math.sin(yaw2), math.cos(yaw2)]])
+    d = c2 - c1
+    for axis in (R1[:, 0], R1[:, 1], R2[:, 0], R2[:, 1]):
+        r1_ = abs(R1[:, 0] @ axis) * h1[0] + abs(R1[:, 1] @ axis) * h1[1]
+        r2_ = abs(R2[:, 0] @ axis) * h2[0] + abs(R2[:, 1] @ axis) * h2[1]
+        if abs(d @ axis) > r1_ + r2_:
+            return False
+    return True

@@ -1,0 +1,125 @@
+"""Experts for the four skill tasks."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from behavior_gym.experts.base import ExpertFailure, ScriptedExpert
+
+
+def _first(task, synset_prefix: str) -> str:
+    return next(n for n in task.scene.objects if n.startswith(synset_prefix))
+
+
+def _free(task) -> list[str]:
+    return [o.name for o in task.scene.objects.values() if o.role == "free"]
+
+
+class PickAndPlaceExpert(ScriptedExpert):
+    """Pick the object and put it in the bowl / on the plate."""
+
+    def script(self):
+        objs = _free(self.task)
+        target = next(n for n in objs if n.startswith(("bowl", "plate")))
+        obj = next(n for n in objs if n != target)
+        yield from self.pick(obj, then=self.center(target))
+        tlo, thi = self.aabb(target)
+        c = (tlo + thi) / 2
+        floor = tlo[2] + (0.012 if target.startswith("bowl") else thi[2] - tlo[2])
+        yield from self.place_at(c[:2], floor)
+        yield from self.wait(10)
+
+
+class StackingExpert(ScriptedExpert):
+    """Pick cube 1 and put it on cube 2."""
+
+    def script(self):
+        top, bottom = "cube.n.05_1", "cube.n.05_2"
+        yield from self.pick(top, then=self.center(bottom))
+        blo, bhi = self.aabb(bottom)
+        yaw = self.body_yaw(bottom)
+        # Align the held cube's faces with the lower cube's.
+        _, _, gyaw = self.holding
+        rel = (yaw - gyaw + math.pi / 4) % (math.pi / 2) - math.pi / 4
+        yield from self.place_at(((blo + bhi) / 2)[:2], bhi[2], yaw=gyaw + rel, drop=0.004)
+        yield from self.wait(10)
+
+
+class RearrangementExpert(ScriptedExpert):
+    """Pick the first object and set it down right next to the second."""
+
+    def script(self):
+        objs = [n for n in _free(self.task)]
+        # The goal is (nextto A B): A is the first object of the problem file.
+        goal = self.task.conds.parsed_goal_conditions[0]
+        a, b = goal[1].lstrip("?"), goal[2].lstrip("?")
+        assert a in objs and b in objs
+        alo, ahi = self.aabb(a)
+        yield from self.pick(a, then=self.center(b))
+        blo, bhi = self.aabb(b)
+        bc = (blo + bhi) / 2
+        ac = (alo + ahi) / 2
+        # Put A beside B, on the side A came from (towards the robot if that is ambiguous).
+        d = ac[:2] - bc[:2]
+        d /= np.linalg.norm(d) + 1e-9
+        ahalf = (ahi - alo)[:2] / 2
+        bhalf = (bhi - blo)[:2] / 2
+        gap = 0.012
+        t = min((bhalf[0] + ahalf[0] + gap) / max(abs(d[0]), 1e-6), (bhalf[1] + ahalf[1] + gap) / max(abs(d[1]), 1e-6))
+        xy = bc[:2] + t * d
+        yield from self.place_at(xy, blo[2] - 0.0 if blo[2] > 0.3 else 0.0)
+        yield from self.wait(10)
+
+
+class OpenDrawerExpert(ScriptedExpert):
+    """Grasp the top drawer's handle with vertical fingers and pull it out."""
+
+    def script(self):
+        cab = next(o for o in self.task.scene.objects.values() if o.openables)
+        # The top drawer: the last one built.
+        k = len(cab.openables) - 1
+        hid = self.model.geom(f"{cab.name}/drawer{k}/handle").id
+        h = self.data.geom_xpos[hid].copy()
+        R = self.data.xmat[self.model.body(cab.body).id].reshape(3, 3)
+        out = R[:, 0]  # the chest's front direction (towards the robot)
+        arm = self.arm_for(h)
+        # Approach from the front, fingers horizontal-pointing towards the chest, closing vertically.
+        from behavior_gym.experts.ik import rotation_error  # noqa: F401  (documented dependency)
+
+        yaw_in = math.atan2(-out[1], -out[0])  # direction the fingers point: into the chest
+        rot = _front_grasp(yaw_in)
+        pre = h + out * 0.12
+        yield from self.gripper(arm, True, steps=2)
+        yield from self._reach_rot(arm, pre, rot)
+        yield from self._reach_rot(arm, h + out * 0.005, rot, speed=0.5)
+        yield from self.gripper(arm, False, steps=14)
+        travel = cab.openables[k].open_value
+        for frac in (0.35, 0.7, 1.0):
+            yield from self._reach_rot(arm, h + out * (0.005 + 0.8 * travel * frac), rot, speed=0.5, tol=0.04)
+        yield from self.gripper(arm, True, steps=8)
+        yield from self._reach_rot(arm, h + out * (0.8 * travel + 0.1), rot, speed=0.8, tol=0.05)
+        yield from self.wait(10)
+
+    def _reach_rot(self, arm, pos, rot, speed=None, tol=0.02):
+        q, err = self.ik[arm].solve(self.data, pos, rot, q0=np.concatenate([self.cmd[3:7], self.cmd[_arm(arm)]]),
+                                    rot_weight=0.5)
+        if err > tol:
+            raise ExpertFailure(f"{arm} arm cannot reach the drawer handle at {np.round(pos, 3)} ({err:.3f} m)")
+        yield from self.move_joints(arm, q, speed)
+
+
+def _arm(arm):
+    from behavior_gym.experts.base import ARM
+
+    return ARM[arm]
+
+
+def _front_grasp(yaw_in: float) -> np.ndarray:
+    """Site orientation with the fingers pointing horizontally along `yaw_in`, closing vertically."""
+    c, s = math.cos(yaw_in), math.sin(yaw_in)
+    z = -np.array([c, s, 0.0])  # site z points from the fingertips back to the wrist
+    y = np.array([0.0, 0.0, 1.0])  # fingers close along world z
+    x = np.cross(y, z)
+    return np.column_stack([x, y, z])
