@@ -503,9 +503,19 @@ def rebuild_computed_buffers(model: nn.Module) -> None:
 
 def build_model(config: OpenVLAOFTConfig, device: torch.device | str | None = None,
                 torch_dtype: torch.dtype | None = None) -> OpenVLAOFTForActionPrediction:
-    """A randomly initialised model; `device="meta"` builds the structure only (for counting parameters)."""
-    with torch.device(device or "cpu"):
-        model = OpenVLAOFTForActionPrediction(config)
+    """A randomly initialised model; `device="meta"` builds the structure only (for counting parameters).
+
+    With `torch_dtype` the weights are created in that dtype (a 7.5B model in bfloat16 never exists in
+    float32), then the computed RoPE buffers are rebuilt in float32.
+    """
+    default = torch.get_default_dtype()
+    try:
+        if torch_dtype is not None:
+            torch.set_default_dtype(torch_dtype)
+        with torch.device(device or "cpu"):
+            model = OpenVLAOFTForActionPrediction(config)
+    finally:
+        torch.set_default_dtype(default)
     if torch_dtype is not None:
         model.set_dtype(torch_dtype)
     return model
