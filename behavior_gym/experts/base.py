@@ -217,7 +217,7 @@ class ScriptedExpert:
             qs, q = [], q0
             for k in range(1, n + 1):
                 q, err = self.ik[arm].solve(self.data, start + (pos - start) * k / n, rot, q0=q, restarts=0,
-                                            torso_lock=self._lock.get(arm, True))
+                                            torso_lock=False)
                 qs.append(q)
             if err > 0.03:
                 raise ExpertFailure(f"{arm} arm cannot reach {np.round(pos, 3)} in a line (error {err:.3f} m)")

@@ -101,7 +101,7 @@ class ArmIK:
             w[:4] = 1e-4
         W = np.diag(w)
         err_p = np.inf
-        for _ in range(iters):
+        for it in range(iters):
             d.qpos[self.qadr] = q
             mujoco.mj_kinematics(m, d)
             mujoco.mj_comPos(m, d)
@@ -122,14 +122,16 @@ class ArmIK:
                 if err_p < 1e-3:
                     break
             JW = J @ W
-            lam = 0.03
+            lam = 0.03 if err_p > 0.02 else 0.005
             dq = W @ J.T @ np.linalg.solve(JW @ J.T + lam**2 * np.eye(len(e)), e)
             # Null-space pull towards the rest posture (arm only), small.
             Jpinv = W @ J.T @ np.linalg.solve(JW @ J.T + lam**2 * np.eye(len(e)), np.eye(len(e)))
             null = np.eye(len(q)) - Jpinv @ J
-            pull = 0.05 * (self.rest - q)
-            pull[:4] *= 0.5
-            dq = dq + null @ pull
+            # (damped, so it leaks a little into the task: only while far from the target)
+            if it < iters // 2 and err_p > 0.02:
+                pull = 0.05 * (self.rest - q)
+                pull[:4] *= 0.5
+                dq = dq + null @ pull
             step = np.linalg.norm(dq)
             if step > 0.25:
                 dq *= 0.25 / step
