@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from behavior_gym.experts.base import ExpertFailure, ScriptedExpert
+from behavior_gym.experts.behavior import GoalExpert
 from behavior_gym.experts.skills import OpenDrawerExpert, PickAndPlaceExpert, RearrangementExpert, StackingExpert
 
 EXPERTS: dict[str, type[ScriptedExpert]] = {
@@ -11,6 +12,11 @@ EXPERTS: dict[str, type[ScriptedExpert]] = {
     "open_drawer": OpenDrawerExpert,
     "rearrangement": RearrangementExpert,
 }
+# BEHAVIOR challenge tasks the goal-driven expert solves (see benchmarks/expert_success.py).
+BEHAVIOR_EXPERT_TASKS = ("turning_on_radio", "picking_up_trash", "picking_up_toys", "outfit_a_basic_toolbox",
+                         "hiding_Easter_eggs", "set_up_a_coffee_station_in_your_kitchen", "tidying_bedroom",
+                         "assembling_gift_baskets", "sorting_vegetables", "bringing_in_wood")
+EXPERTS.update({t: GoalExpert for t in BEHAVIOR_EXPERT_TASKS})
 
 
 def make_expert(env) -> ScriptedExpert:
@@ -21,4 +27,4 @@ def make_expert(env) -> ScriptedExpert:
     return EXPERTS[task](env)
 
 
-__all__ = ["EXPERTS", "ExpertFailure", "ScriptedExpert", "make_expert"]
+__all__ = ["BEHAVIOR_EXPERT_TASKS", "EXPERTS", "ExpertFailure", "GoalExpert", "ScriptedExpert", "make_expert"]

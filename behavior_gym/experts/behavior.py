@@ -1,0 +1,241 @@
+"""A goal-driven expert for BEHAVIOR activities: it reads the BDDL goal and rearranges the scene.
+
+`GoalExpert` takes bddl's ground goal options (the goal with quantifiers expanded into literals,
+`bddl.activity.get_ground_goal_state_options`), picks the option with the fewest unsatisfied
+literals, orders them so that supports are placed before what goes on them, and achieves each
+with the primitives of `ScriptedExpert`:
+
+- `(inside A B)`, B an open container: pick A, release it over a free spot of B's cavity;
+- `(ontop A B)`: onto a free spot of B's top (furniture, a plate, another object, a floor);
+- `(nextto A B)`: beside B on B's support;
+- `(toggled_on A)`: press A's button.
+
+Literals that are already true are skipped; negated literals are left alone (they hold when the
+expert does not touch them, e.g. "the fridge is not open"). Closed furniture (cabinets, fridges,
+bookcases) is not handled: tasks that need it have no expert.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from behavior_gym.experts.base import ExpertFailure, ScriptedExpert
+
+HOME = (0.0, 0.0)
+
+
+class GoalExpert(ScriptedExpert):
+    """Achieves a BDDL goal made of `inside`/`ontop`/`nextto`/`toggled_on` literals."""
+
+    max_passes = 2
+
+    def script(self):
+        for _ in range(self.max_passes):
+            todo = self._plan()
+            if not todo:
+                break
+            for lit in todo:
+                if self._holds(lit):
+                    continue
+                yield from self._achieve(lit)
+            if self.goal_done():
+                break
+        yield from self.wait(5)
+
+    # -- planning ---------------------------------------------------------------------------------
+    def _literals(self, option) -> list[list]:
+        out = []
+        for head in option:
+            body = head.body
+            out.append(body)
+        return out
+
+    def _holds(self, lit) -> bool:
+        if lit[0] == "not":
+            return not self._holds(lit[1])
+        return self.holds(lit[0], *lit[1:])
+
+    def _plan(self) -> list[list]:
+        goal = self.task.goal
+        self.task.state.update(self.data)
+        best = None
+        for option in goal.ground_options:
+            lits = self._literals(option)
+            todo = [lit for lit in lits if lit[0] != "not" and not self._holds(lit)]
+            if any(lit[0] not in ("inside", "ontop", "nextto", "toggled_on") for lit in todo):
+                continue
+            if best is None or len(todo) < len(best):
+                best = todo
+        if best is None:
+            raise ExpertFailure("no ground goal option uses only inside/ontop/nextto/toggled_on")
+        # Supports first: a literal whose object is the target of another one goes earlier.
+        movers = {lit[1] for lit in best if lit[0] != "toggled_on"}
+        return sorted(best, key=lambda lit: (lit[0] == "toggled_on", len(lit) > 2 and lit[2] in movers))
+
+    # -- achieving ---------------------------------------------------------------------------------
+    def _achieve(self, lit):
+        kind = lit[0]
+        if kind == "toggled_on":
+            yield from self.turn_on(lit[1])
+            return
+        a, b = lit[1], lit[2]
+        objs = self.task.scene.objects
+        if objs[a].role != "free":
+            raise ExpertFailure(f"cannot move {a}")
+        spot = self._spot(kind, a, b)
+        yield from self.go_near(spot)
+        yield from self.pick(a, then=spot)
+        spot = self._spot(kind, a, b)  # the target may have moved a little
+        yield from self.go_near(spot, holding=True)
+        xy, bottom = spot[:2], spot[2]
+        yield from self.place_at(xy, bottom, tuck=True)
+
+    def turn_on(self, name: str):
+        o = self.task.scene.objects[name]
+        bid = self.model.body(f"{o.name}/button").id
+        top = self.data.xpos[bid] + self.data.xmat[bid].reshape(3, 3) @ np.array([0, 0, 0.02])
+        yield from self.go_near(top)
+        arm = self.arm_for(top)
+        yield from self.approach(top, arm)
+        bid = self.model.body(f"{o.name}/button").id
+        top = self.data.xpos[bid] + self.data.xmat[bid].reshape(3, 3) @ np.array([0, 0, 0.02])
+        yield from self.press(top, arm)
+        yield from self.carry_pose((arm,))
+
+    def go_near(self, p, holding: bool = False):
+        """Come back to the middle of the room if furniture is between the robot and `p`."""
+        bx, by, byaw = self.base_pose()
+        if math.hypot(bx - HOME[0], by - HOME[1]) < 0.05:
+            return
+        # Is the straight path to a pose in front of p clear?
+        d = np.array(p[:2]) - np.array([bx, by])
+        n = np.linalg.norm(d)
+        if n < 0.9:
+            return
+        yaw = math.atan2(d[1], d[0])
+        for t in np.linspace(0, 1, 15):
+            q = np.array([bx, by]) + t * d * max(0.0, (n - 0.6) / n)
+            if not self.base_free(q[0], q[1], yaw):
+                break
+        else:
+            return
+        yield from self.drive_to(HOME[0], HOME[1], byaw)
+
+    # -- where things go ---------------------------------------------------------------------------
+    def _supported(self, xy, z: float, margin: float) -> bool:
+        """Whether some furniture top at height ~z lies under `xy` (with `margin` to its edges)."""
+        for o in self.task.scene.objects.values():
+            if o.role != "fixture":
+                continue
+            for s in o.surfaces:
+                bid = self.model.body(s.body).id
+                R = self.data.xmat[bid].reshape(3, 3)
+                c = self.data.xpos[bid] + R @ np.array(s.center)
+                if abs(c[2] - z) > 0.04:
+                    continue
+                local = R.T @ (np.array([xy[0], xy[1], c[2]]) - c)
+                if abs(local[0]) <= s.half[0] - margin and abs(local[1]) <= s.half[1] - margin:
+                    return True
+        return False
+
+    def _occupied(self, exclude: set[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        out = []
+        for n, o in self.task.scene.objects.items():
+            if o.role == "free" and n not in exclude:
+                out.append(self.aabb(n))
+        return out
+
+    def _spot(self, kind: str, a: str, b: str) -> np.ndarray:
+        """World (x, y, bottom_z) where A should be released."""
+        objs = self.task.scene.objects
+        oa, ob = objs[a], objs[b]
+        ha = np.array(oa.half)
+        foot = max(ha[0], ha[1])
+        bx, by, _ = self.base_pose()
+        robot = np.array([bx, by])
+        rng = np.random.default_rng(abs(hash((a, b))) % 2**32)
+        others = self._occupied({a, b})
+
+        def clear(xy, z0, r):
+            for lo, hi in others:
+                if hi[2] < z0 - 0.02 or lo[2] > z0 + 2 * ha[2] + 0.05:
+                    continue
+                c = (lo + hi) / 2
+                rr = max(hi[0] - lo[0], hi[1] - lo[1]) / 2
+                if np.linalg.norm(c[:2] - xy) < r + rr + 0.01:
+                    return False
+            return True
+
+        cands = []
+        if kind == "inside" and ob.cavities:
+            cav = ob.cavities[0]
+            bid = self.model.body(cav.body).id
+            R = self.data.xmat[bid].reshape(3, 3)
+            c = self.data.xpos[bid] + R @ np.array(cav.center)
+            floor = c[2] - cav.half[2]
+            hx, hy = max(cav.half[0] - foot - 0.01, 0.0), max(cav.half[1] - foot - 0.01, 0.0)
+            for _ in range(60):
+                p = c + R @ np.array([rng.uniform(-hx, hx), rng.uniform(-hy, hy), 0.0])
+                cands.append(np.array([p[0], p[1], floor]))
+            score_clear = [clear(p[:2], floor, foot) for p in cands]
+            if not any(score_clear):
+                # Crowded: drop it on top of what is there, from above the rim.
+                return np.array([c[0], c[1], c[2] + cav.half[2] + 0.01])
+            cands = [p for p, ok in zip(cands, score_clear) if ok]
+            # Prefer spots close to the container's centre (away from the walls) and the robot.
+            return min(cands, key=lambda p: np.linalg.norm(p[:2] - c[:2]) + 0.3 * np.linalg.norm(p[:2] - robot))
+        if kind == "ontop" and ob.role == "floor":
+            room = self.task.scene.floor_room(b)
+            for _ in range(200):
+                r = rng.uniform(0.6, 1.1)
+                ang = rng.uniform(*room.angles)
+                p = np.array([math.cos(ang) * r, math.sin(ang) * r])
+                if room.contains(p[0], p[1], foot + 0.05) and self.base_free(p[0], p[1], 0.0, margin=-0.15) \
+                        and clear(p, 0.0, foot):
+                    cands.append(np.array([p[0], p[1], 0.0]))
+            if not cands:
+                raise ExpertFailure(f"no free floor in {room.name}")
+            return min(cands, key=lambda p: np.linalg.norm(p[:2] - robot))
+        if kind == "ontop":
+            surfaces = ob.surfaces
+            if not surfaces:
+                lo, hi = self.aabb(b)
+                c = (lo + hi) / 2
+                return np.array([c[0], c[1], hi[2]])
+            for s in surfaces:
+                bid = self.model.body(s.body).id
+                R = self.data.xmat[bid].reshape(3, 3)
+                c = self.data.xpos[bid] + R @ np.array(s.center)
+                hx, hy = max(s.half[0] - foot - 0.02, 0.0), max(s.half[1] - foot - 0.02, 0.0)
+                for _ in range(40):
+                    p = c + R @ np.array([rng.uniform(-hx, hx), rng.uniform(-hy, hy), 0.0])
+                    if s.clearance > 2 * ha[2] + 0.05 and clear(p[:2], c[2], foot):
+                        cands.append(np.array([p[0], p[1], c[2]]))
+            if not cands:
+                raise ExpertFailure(f"no free spot on {b}")
+            if ob.role == "free":  # a plate, a saucer: its middle
+                return min(cands, key=lambda p: np.linalg.norm(p[:2] - self.center(b)[:2]))
+            return min(cands, key=lambda p: np.linalg.norm(p[:2] - robot))
+        if kind == "nextto":
+            lo, hi = self.aabb(b)
+            c = (lo + hi) / 2
+            half_b = (hi - lo)[:2] / 2
+            base_z = lo[2] if ob.role == "free" else 0.0
+            if ob.role == "free":
+                # B's support height: where B's bottom is.
+                base_z = lo[2]
+            for ang in np.linspace(-math.pi, math.pi, 24, endpoint=False):
+                dvec = np.array([math.cos(ang), math.sin(ang)])
+                t = min((half_b[0] + foot + 0.015) / max(abs(dvec[0]), 1e-6),
+                        (half_b[1] + foot + 0.015) / max(abs(dvec[1]), 1e-6))
+                p = c[:2] + t * dvec
+                on_support = self._supported(p, base_z, foot) if base_z > 0.05 else \
+                    self.base_free(p[0], p[1], 0.0, margin=-0.15)
+                if clear(p, base_z, foot) and on_support:
+                    cands.append(np.array([p[0], p[1], base_z]))
+            if not cands:
+                raise ExpertFailure(f"no free spot next to {b}")
+            return min(cands, key=lambda p: np.linalg.norm(p[:2] - robot))
+        raise ExpertFailure(f"cannot achieve ({kind} {a} {b})")
