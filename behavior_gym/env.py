@@ -19,7 +19,7 @@ from behavior_gym.backends.base import Backend
 log = logging.getLogger(__name__)
 
 
-def _make_backend(backend: str, task: str, image_size: int, instance_id: int, **task_kwargs) -> Backend:
+def _make_backend(backend: str, task, image_size: int, instance_id: int, **task_kwargs) -> Backend:
     if backend == "auto":
         from behavior_gym.backends import omnigibson_available
 
@@ -28,9 +28,12 @@ def _make_backend(backend: str, task: str, image_size: int, instance_id: int, **
         log.info("backend='auto' chose %r%s", backend, "" if ok else f" (OmniGibson not usable: {why})")
     if backend == "mujoco":
         from behavior_gym.backends.mujoco.backend import MujocoBackend
+        from behavior_gym.tasks.base import EmbeddedTask
         from behavior_gym.tasks.catalogue import make_task
 
-        return MujocoBackend(make_task(task, instance_id=instance_id, **task_kwargs), image_size, instance_id)
+        if not isinstance(task, EmbeddedTask):
+            task = make_task(task, instance_id=instance_id, **task_kwargs)
+        return MujocoBackend(task, image_size, instance_id)
     if backend == "omnigibson":
         from behavior_gym.backends.omnigibson import OmniGibsonBackend
 
@@ -46,7 +49,8 @@ class BehaviorR1ProEnv(gym.Env):
 
     Args:
         task: a BEHAVIOR activity (e.g. ``"picking_up_trash"``) or a project skill task
-            (e.g. ``"pick_and_place"``); `behavior_gym.list_tasks()` lists them.
+            (e.g. ``"pick_and_place"``); `behavior_gym.list_tasks()` lists them. The embedded
+            backend also takes an `EmbeddedTask` instance: a task of your own.
         backend: ``"mujoco"`` (embedded, default), ``"omnigibson"`` or ``"auto"``.
         image_size: side of the square camera images (224 as in BEHAVIOR's RGBLowResWrapper).
         max_episode_steps: control steps before `truncated` (default: the task's limit). Through
@@ -65,7 +69,7 @@ class BehaviorR1ProEnv(gym.Env):
 
     def __init__(
         self,
-        task: str = "pick_and_place",
+        task="pick_and_place",
         backend: str = "mujoco",
         image_size: int = S.IMAGE_SIZE,
         max_episode_steps: int | None = None,

@@ -12,6 +12,8 @@ import behavior_gym
 from behavior_gym import spaces as S
 from behavior_gym.backends.mujoco.robot import reset_action
 
+from .table_task import TableTask
+
 SPEC_ACTION_LOW = [-0.75, -0.75, -1.0, -1.1345, -2.7925, -1.8326, -3.0543,
                    -4.4506, -0.1745, -2.3562, -2.0944, -2.3562, -1.0472, -1.5708, -1.0,
                    -4.4506, -3.1416, -2.3562, -2.0944, -2.3562, -1.0472, -1.5708, -1.0]
@@ -128,7 +130,7 @@ def test_obs_every_reuses_frames_and_marks_them():
 
 
 def test_potential_reward_success_and_termination():
-    e = gym.make("Behavior-R1Pro-v0", task="pick_and_place", image_size=32, success_bonus=2.0).unwrapped
+    e = gym.make("Behavior-R1Pro-v0", task=TableTask(), image_size=32, success_bonus=2.0).unwrapped
     e.reset(seed=0)
     task, d = e.backend.task, e.backend.data
     # Put the object on the plate by hand: the goal's only predicate becomes true.

@@ -8,10 +8,12 @@ from behavior_gym.backends.mujoco.kinematics import ArmIK, finger_axis_for_yaw, 
 from behavior_gym.backends.mujoco.robot import reset_action
 from behavior_gym.spaces import ACTION_PART, PROPRIO_SLICES
 
+from .table_task import TableTask
+
 
 @pytest.fixture()
 def env():
-    e = gym.make("Behavior-R1Pro-v0", task="pick_and_place", image_size=32, obs_every=30)
+    e = gym.make("Behavior-R1Pro-v0", task=TableTask(), image_size=32, obs_every=30)
     e.reset(seed=0)
     yield e
     e.close()
@@ -93,7 +95,7 @@ def test_eef_pose_in_proprio_matches_site(env):
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
 def test_grasp_and_lift_with_scripted_joint_targets(seed):
-    env = gym.make("Behavior-R1Pro-v0", task="pick_and_place", image_size=32, obs_every=30)
+    env = gym.make("Behavior-R1Pro-v0", task=TableTask(), image_size=32, obs_every=30)
     env.reset(seed=seed)
     b = env.unwrapped.backend
     d = b.data

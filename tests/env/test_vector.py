@@ -15,7 +15,8 @@ def _make():
 
 
 def test_async_vector_env():
-    venv = gym.vector.AsyncVectorEnv([_make(), _make()])
+    # forkserver: a forked child would inherit the parent's OpenGL (EGL) state and can deadlock.
+    venv = gym.vector.AsyncVectorEnv([_make(), _make()], context="forkserver")
     obs, infos = venv.reset(seed=[1, 1])
     assert obs["head_rgb"].shape == (2, 3, 32, 32) and obs["wrist_rgb"].shape == (2, 2, 3, 32, 32)
     np.testing.assert_array_equal(obs["head_rgb"][0], obs["head_rgb"][1])  # same seed, same scene

@@ -5,8 +5,9 @@ llvmpipe on a CPU, NVIDIA's driver on a GPU), else OSMesa. A platform that fails
 context is skipped; if none works the error says which system packages to install.
 
 All cameras of a frame share one scene update: geometry is collected once (`mjv_updateScene`)
-and only the camera is moved for the others (`mjv_updateCamera`), which saves most of the CPU
-side of rendering a multi-camera robot.
+and only the camera is moved for the others (`mjv_updateCamera`). They are drawn side by side
+into one framebuffer and read back with a single `glReadPixels`: software rasterisers (Mesa's
+llvmpipe) render lazily at read-back, so one wide read lets them work on all cameras at once.
 """
 
 from __future__ import annotations
@@ -68,10 +69,11 @@ class MultiCameraRenderer:
             if cid < 0:
                 raise ValueError(f"camera {name!r} not in the model")
             self.camera_ids.append(cid)
-        if model.vis.global_.offwidth < size or model.vis.global_.offheight < size:
-            model.vis.global_.offwidth = max(model.vis.global_.offwidth, size)
+        width = size * len(cameras)
+        if model.vis.global_.offwidth < width or model.vis.global_.offheight < size:
+            model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
             model.vis.global_.offheight = max(model.vis.global_.offheight, size)
-        self._gl, self.platform = create_gl_context(size, size)
+        self._gl, self.platform = create_gl_context(width, size)
         self._con = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
         mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._con)
         self._scene = mujoco.MjvScene(model, maxgeom=2000)
@@ -83,8 +85,9 @@ class MultiCameraRenderer:
             cam.type = mujoco.mjtCamera.mjCAMERA_FIXED
             cam.fixedcamid = cid
             self._cams.append(cam)
-        self._viewport = mujoco.MjrRect(0, 0, size, size)
-        self._hwc = np.empty((size, size, 3), dtype=np.uint8)
+        self._viewports = [mujoco.MjrRect(i * size, 0, size, size) for i in range(len(cameras))]
+        self._full = mujoco.MjrRect(0, 0, width, size)
+        self._hwc = np.empty((size, width, 3), dtype=np.uint8)
 
     def render(self, data: mujoco.MjData, out: np.ndarray) -> np.ndarray:
         """Render every camera into `out` of shape [n_cameras, 3, size, size] (uint8)."""
@@ -95,10 +98,12 @@ class MultiCameraRenderer:
                 mujoco.mjv_updateScene(m, data, self._opt, self._pert, cam, mujoco.mjtCatBit.mjCAT_ALL, scn)
             else:
                 mujoco.mjv_updateCamera(m, data, cam, scn)
-            mujoco.mjr_render(self._viewport, scn, self._con)
-            mujoco.mjr_readPixels(self._hwc, None, self._viewport, self._con)
+            mujoco.mjr_render(self._viewports[i], scn, self._con)
+        mujoco.mjr_readPixels(self._hwc, None, self._full, self._con)
+        s = self.size
+        for i in range(len(self._cams)):
             # OpenGL rows run bottom-up; flip and make channel-first in one copy.
-            np.copyto(out[i], self._hwc[::-1].transpose(2, 0, 1))
+            np.copyto(out[i], self._hwc[::-1, i * s:(i + 1) * s].transpose(2, 0, 1))
         return out
 
     def close(self) -> None:
