@@ -12,10 +12,10 @@ EXPERTS: dict[str, type[ScriptedExpert]] = {
     "open_drawer": OpenDrawerExpert,
     "rearrangement": RearrangementExpert,
 }
-# BEHAVIOR challenge tasks the goal-driven expert solves (see benchmarks/expert_success.py).
-BEHAVIOR_EXPERT_TASKS = ("turning_on_radio", "picking_up_trash", "picking_up_toys", "outfit_a_basic_toolbox",
-                         "hiding_Easter_eggs", "set_up_a_coffee_station_in_your_kitchen", "tidying_bedroom",
-                         "assembling_gift_baskets", "sorting_vegetables", "bringing_in_wood")
+# BEHAVIOR challenge tasks the goal-driven expert solves reliably (benchmarks/expert_success.py).
+# `GoalExpert(env)` runs on any inside/ontop/nextto/toggled_on goal, but grasping in crowded
+# challenge scenes is not reliable yet, so only verified tasks are listed here.
+BEHAVIOR_EXPERT_TASKS = ("turning_on_radio",)
 EXPERTS.update({t: GoalExpert for t in BEHAVIOR_EXPERT_TASKS})
 
 

@@ -59,6 +59,7 @@ class ScriptedExpert:
         self._gen: Iterator[np.ndarray] | None = None
         self.failed: str | None = None
         self.holding = None
+        self.ignore_obstacles: set[str] = set()
         self._pitch: dict[str, float | None] = {}
         self._lock: dict[str, bool] = {}
         # Servo addresses for the gravity offset (torso and both arms, in action-slot order).
@@ -288,6 +289,7 @@ class ScriptedExpert:
         lo, hi = self.aabb(name)
         c = (lo + hi) / 2
         arm = arm or self.arm_for(c if then is None else (c + np.asarray(then)) / 2)
+        self.ignore_obstacles = {name}
         yield from self.approach(c, arm)
         lo, hi = self.aabb(name)
         c = (lo + hi) / 2
@@ -355,6 +357,15 @@ class ScriptedExpert:
         for c, fyaw, hf in self._fixture_rects():
             if _rects_overlap(np.array([x, y]), yaw, hb, c, fyaw, hf):
                 return False
+        # Low free objects on the floor are obstacles too (except what the arm is about to take).
+        for n, o in self.task.scene.objects.items():
+            if o.role != "free" or n in self.ignore_obstacles:
+                continue
+            lo, hi = self.aabb(n)
+            if hi[2] < 0.45 and lo[2] < 0.05:
+                c, h = (lo + hi)[:2] / 2, (hi - lo)[:2] / 2
+                if _rects_overlap(np.array([x, y]), yaw, hb, c, 0.0, h):
+                    return False
         return True
 
     def approach(self, p, arm: str, x_des: float = 0.55, y_des: float = 0.17, turn: bool = True

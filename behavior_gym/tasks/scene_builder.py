@@ -41,6 +41,7 @@ FLOOR_MIN_R = 0.55  # keep free objects on the floor out of the robot's footprin
 # The robot's hands at its reset pose (robot frame): keep things that reach above HANDS_LOW_Z away.
 HANDS_LOW_Z, HANDS_XY, HANDS_R = 0.86, ((0.51, 0.32), (0.51, -0.32)), 0.1
 TALL_EXTRA = 0.15
+SPACING = 0.035  # free space kept between objects on furniture and floors (room for a gripper)
 DRAWER_EXTRA = 0.2
 BUTTON_TRAVEL = 0.008
 USERDATA_PER_TOGGLE = 2  # (state, latch)
@@ -883,11 +884,14 @@ class InitialStateSampler:
 
     def _collides(self, o: SceneObject, cand: _Placed, p: Placement, placed: dict[str, _Placed]) -> bool:
         ancestors = self._ancestors(p)
+        parent = self.scene.objects[p.parent]
+        # Leave room for fingers between things on furniture and floors (not inside a container).
+        gap = 0.0 if parent.role == "free" or p.relation == "inside" else SPACING
+        pad = np.array([gap, gap, 0.0])
         for name, q in placed.items():
             if name in ancestors:
                 continue
-            # Objects inside this one's parent container are fine to be near, not to overlap.
-            if np.all(cand.lo < q.hi - 0.002) and np.all(cand.hi > q.lo + 0.002):
+            if np.all(cand.lo - pad < q.hi - 0.002) and np.all(cand.hi + pad > q.lo + 0.002):
                 return True
         return False
 
