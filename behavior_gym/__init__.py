@@ -23,6 +23,14 @@ def list_tasks(backend: str = "mujoco") -> list[TaskInfo]:
     """Every task the chosen backend can run, with its source, instruction and step limit."""
     if backend not in ("mujoco", "omnigibson", "auto"):
         raise ValueError(f"unknown backend {backend!r}; choose 'mujoco', 'omnigibson' or 'auto'")
+    if backend == "auto":
+        from behavior_gym.backends import omnigibson_available
+
+        backend = "omnigibson" if omnigibson_available()[0] else "mujoco"
+    if backend == "omnigibson":
+        from behavior_gym.backends.omnigibson.tasks import list_omnigibson_tasks
+
+        return list_omnigibson_tasks()
     from behavior_gym.tasks.catalogue import list_embedded_tasks
 
     return list_embedded_tasks()

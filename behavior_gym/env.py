@@ -37,6 +37,8 @@ def _make_backend(backend: str, task, image_size: int, instance_id: int, **task_
     if backend == "omnigibson":
         from behavior_gym.backends.omnigibson import OmniGibsonBackend
 
+        if not isinstance(task, str):
+            raise ValueError("the OmniGibson backend takes a BEHAVIOR activity name as `task`")
         return OmniGibsonBackend(task, image_size=image_size, instance_id=instance_id, **task_kwargs)
     raise ValueError(
         f"unknown backend {backend!r}; choose 'mujoco' (embedded, runs anywhere), 'omnigibson' "

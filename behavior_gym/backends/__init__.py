@@ -10,9 +10,8 @@ __all__ = ["BACKENDS", "Backend"]
 
 
 def omnigibson_available() -> tuple[bool, str]:
-    """Whether the OmniGibson backend can run here, and if not, why."""
-    import importlib.util
+    """Whether the OmniGibson backend can run here, and if not, why (every blocking problem)."""
+    from behavior_gym.backends.omnigibson.environment import run_checks
 
-    if importlib.util.find_spec("omnigibson") is None:
-        return False, "the omnigibson package is not installed (install BEHAVIOR-1K from its repository)"
-    return True, ""
+    problems = [c.message for c in run_checks() if c.fatal and not c.ok]
+    return (not problems), "; ".join(problems)
