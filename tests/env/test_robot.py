@@ -136,3 +136,20 @@ def test_grasp_and_lift_with_scripted_joint_targets(seed):
     fingers = d.qpos[b.idx.finger_qpos[arm]]
     assert fingers.min() > 0.015  # the object is between the fingers, not dropped
     env.close()
+
+
+def test_every_robot_body_is_gravity_compensated(env):
+    import mujoco
+
+    m = env.unwrapped.backend.model
+    base = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "base_link")
+    robot_bodies = [b for b in range(m.nbody) if m.body_rootid[b] == m.body_rootid[base]]
+    assert len(robot_bodies) > 20
+    assert all(m.body_gravcomp[b] == 1.0 for b in robot_bodies)
+
+
+def test_arms_hold_targets_without_sag(env):
+    a = reset_action()
+    a[ACTION_PART["left_arm"].slice] = (-1.4, 0.3, 0.0, -0.2, 0.0, 0.0, 0.0)  # arm stretched forward
+    p = _hold(env, a, 60)
+    np.testing.assert_allclose(p[PROPRIO_SLICES["left_joint_qpos"]], a[ACTION_PART["left_arm"].slice], atol=0.005)

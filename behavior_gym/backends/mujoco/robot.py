@@ -11,8 +11,9 @@ the head (99.2 deg field of view, OmniGibson's head intrinsics fx=306 at 720 px)
 
 At the reset pose the robot is about 1.65 m tall with the shoulders at 1.33 m; each arm reaches
 about 0.8 m from the shoulder, which covers a 0.72 m table in front of the base, and leaning the
-torso brings the hands to a floor-level bin. Robot bodies are gravity-compensated, as real
-arms are by their controllers, so joint targets are tracked without sag.
+torso brings the hands to a floor-level bin. Every robot body is gravity-compensated (MuJoCo's `gravcomp` is
+per body, not inherited), as real arms are by their controllers, so joint targets are tracked
+without sag.
 
 Rendering cost on a CPU (Mesa llvmpipe) is dominated by geometry: planes are drawn as a grid
 whose spacing is their third size value (keep it large), and curved primitives are tessellated
@@ -114,37 +115,37 @@ def _arm_xml(arm: str, sign: int) -> str:
         'condim="4" solref="0.004 1" solimp="0.95 0.99 0.001" priority="1" ' + geom_c
     )
     return f"""
-<body name="{arm}_shoulder_link" pos="0 {sign * d.shoulder_width} {d.shoulder_height}">
+<body name="{arm}_shoulder_link" gravcomp="1" pos="0 {sign * d.shoulder_width} {d.shoulder_height}">
   <joint name="{j[0]}" axis="0 1 0" range="{_range(part, 0)}"/>
   <geom type="sphere" size="0.055" rgba="0.85 0.85 0.87 1" mass="1.5" {geom_c}/>
-  <body name="{arm}_arm_link1">
+  <body name="{arm}_arm_link1" gravcomp="1">
     <joint name="{j[1]}" axis="1 0 0" range="{_range(part, 1)}"/>
     <inertial pos="0 0 0" mass="0.3" diaginertia="0.001 0.001 0.001"/>
-    <body name="{arm}_upper_arm_link">
+    <body name="{arm}_upper_arm_link" gravcomp="1">
       <joint name="{j[2]}" axis="0 0 1" range="{_range(part, 2)}"/>
       <geom type="capsule" fromto="0 0 -0.04 0 0 {-d.upper_arm + 0.03}" size="0.042" rgba="0.85 0.85 0.87 1"
             mass="1.8" {geom_c}/>
-      <body name="{arm}_forearm_link" pos="0 0 {-d.upper_arm}">
+      <body name="{arm}_forearm_link" gravcomp="1" pos="0 0 {-d.upper_arm}">
         <joint name="{j[3]}" axis="0 1 0" range="{_range(part, 3)}"/>
         <geom type="sphere" size="0.045" rgba="0.3 0.3 0.32 1" mass="0.5" {geom_c}/>
-        <body name="{arm}_forearm_roll_link">
+        <body name="{arm}_forearm_roll_link" gravcomp="1">
           <joint name="{j[4]}" axis="0 0 1" range="{_range(part, 4)}"/>
           <geom type="capsule" fromto="0 0 -0.04 0 0 {-d.forearm + 0.03}" size="0.035" rgba="0.85 0.85 0.87 1"
                 mass="1.2" {geom_c}/>
-          <body name="{arm}_wrist_link" pos="0 0 {-d.forearm}">
+          <body name="{arm}_wrist_link" gravcomp="1" pos="0 0 {-d.forearm}">
             <joint name="{j[5]}" axis="0 1 0" range="{_range(part, 5)}"/>
             <geom type="sphere" size="0.036" rgba="0.3 0.3 0.32 1" mass="0.3" {geom_c}/>
-            <body name="{arm}_hand_link">
+            <body name="{arm}_hand_link" gravcomp="1">
               <joint name="{j[6]}" axis="0 0 1" range="{_range(part, 6)}"/>
               <geom name="{arm}_palm" type="box" pos="0 0 -0.09" size="0.035 0.07 0.04" rgba="0.2 0.2 0.22 1"
                     mass="0.4" {geom_c}/>
               <camera name="{arm}_realsense_link" pos="0.05 0 -0.06" xyaxes="0 -1 0 1 0 0" fovy="{WRIST_FOVY:.3f}"/>
               <site name="{arm}_eef" pos="0 0 {-d.hand}" size="0.008" rgba="1 0 0 0" group="4"/>
-              <body name="{arm}_finger1_link" pos="0 0 {-d.hand}">
+              <body name="{arm}_finger1_link" gravcomp="1" pos="0 0 {-d.hand}">
                 <joint name="{f1}" type="slide" axis="0 1 0" range="0 {GRIPPER_OPEN_WIDTH}"/>
                 <geom name="{arm}_finger1" pos="0 0.006 0" {finger} mass="0.05"/>
               </body>
-              <body name="{arm}_finger2_link" pos="0 0 {-d.hand}">
+              <body name="{arm}_finger2_link" gravcomp="1" pos="0 0 {-d.hand}">
                 <joint name="{f2}" type="slide" axis="0 -1 0" range="0 {GRIPPER_OPEN_WIDTH}"/>
                 <geom name="{arm}_finger2" pos="0 -0.006 0" {finger} mass="0.05"/>
               </body>
@@ -175,22 +176,22 @@ def robot_body_xml() -> str:
         mass="60" {geom_c}/>
   <geom type="cylinder" pos="0 0 0.04" size="0.06 0.04" euler="90 0 0" rgba="0.1 0.1 0.1 1" mass="1"
         contype="0" conaffinity="0"/>
-  <body name="torso_link1" pos="0 0 {d.base_top}" quat="{_quat_y(pre1)}">
+  <body name="torso_link1" gravcomp="1" pos="0 0 {d.base_top}" quat="{_quat_y(pre1)}">
     <joint name="torso_joint1" axis="0 1 0" range="{_range('torso', 0)}"/>
     <geom type="capsule" fromto="0 0 0 0 0 {d.leg}" size="0.07" rgba="0.85 0.85 0.87 1" mass="4" {geom_c}/>
-    <body name="torso_link2" pos="0 0 {d.leg}" quat="{_quat_y(pre2)}">
+    <body name="torso_link2" gravcomp="1" pos="0 0 {d.leg}" quat="{_quat_y(pre2)}">
       <joint name="torso_joint2" axis="0 1 0" range="{_range('torso', 1)}"/>
       <geom type="capsule" fromto="0 0 0 0 0 {d.leg}" size="0.07" rgba="0.85 0.85 0.87 1" mass="4" {geom_c}/>
-      <body name="torso_link3" pos="0 0 {d.leg}" quat="{_quat_y(pre3)}">
+      <body name="torso_link3" gravcomp="1" pos="0 0 {d.leg}" quat="{_quat_y(pre3)}">
         <joint name="torso_joint3" axis="0 1 0" range="{_range('torso', 2)}"/>
         <geom type="cylinder" fromto="0 0 0 0 0 {d.waist}" size="0.08" rgba="0.3 0.3 0.32 1" mass="2" {geom_c}/>
-        <body name="torso_link4" pos="0 0 {d.waist}">
+        <body name="torso_link4" gravcomp="1" pos="0 0 {d.waist}">
           <joint name="torso_joint4" axis="0 0 1" range="{_range('torso', 3)}"/>
           <geom name="chest" type="box" pos="0 0 0.17" size="0.1 0.17 0.15" rgba="0.85 0.85 0.87 1" mass="8"
                 {geom_c}/>
           <geom type="capsule" fromto="0 0 0.32 0 0 0.5" size="0.03" rgba="0.3 0.3 0.32 1" mass="0.3"
                 contype="0" conaffinity="0"/>
-          <body name="head_link" pos="0 0 0.55">
+          <body name="head_link" gravcomp="1" pos="0 0 0.55">
             <geom type="box" size="0.05 0.09 0.05" rgba="0.12 0.12 0.14 1" mass="0.5" {geom_c}/>
             <camera name="zed_link" pos="0.055 0 0" xyaxes="0 -1 0 {math.sin(0.6):.5f} 0 {math.cos(0.6):.5f}"
                     fovy="{HEAD_FOVY:.3f}"/>
