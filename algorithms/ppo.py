@@ -1,0 +1,500 @@
+"""PPO for VLA policies: SB3's PPO with what billion-parameter policies and action chunks need.
+
+On top of `stable_baselines3.PPO` (same constructor, `learn`, callbacks and logger):
+
+- chunk-level GAE: one env step of the (`ActionChunkWrapper`-wrapped) env is one chunk, so gamma and
+  lambda apply once per chunk;
+- token-level ratios when the policy offers `forward(obs, per_token=True)` and
+  `evaluate_actions(obs, actions, per_token=True)` (OpenVLA-OFT: one log-prob per action token),
+  action- or chunk-level otherwise (`ratio_level`); policies without per-token log-probs fall back to
+  chunk level;
+- asymmetric ratio clip (`clip_ratio_low`, `clip_ratio_high`), optional dual clip, value clipping
+  (`clip_range_vf`) with MSE or Huber loss, entropy bonus, `target_kl` early stop;
+- gradient accumulation: each minibatch of `batch_size` samples (the global batch of one optimizer
+  step) is evaluated in micro-batches of `micro_batch_size`;
+- bf16 autocast (default on CUDA, optional on CPU), gradient clipping, a separate learning rate
+  `value_lr` for parameters whose name contains ``value_head``, only trainable (``requires_grad``, e.g.
+  LoRA) parameters in the optimizer;
+- lean rollout storage (`LeanRolloutBuffer`): uint8 images, per-token log-probs, no float32 copies;
+- metrics under SPEC §6's names (`algorithms.metrics`), timing of env, inference and update;
+- atomic checkpoints (`save` writes a temporary file, then `os.replace`) that also keep the RNG states.
+
+Differences from SB3's PPO: advantages are normalised once over the whole rollout (masked), not per
+minibatch (a micro-batch of 1-2 samples has no usable statistics); `actor/approx_kl` and the other
+update metrics average over every optimizer step of the update, not only the last epoch; `_n_updates`
+counts optimizer steps; the update's metrics are dumped at the end of `train()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import pathlib
+import random
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3 import PPO as SB3PPO
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.utils import FloatSchedule, obs_as_tensor
+from stable_baselines3.common.vec_env import VecEnv
+
+from algorithms import metrics as M
+from algorithms.buffers import LeanRolloutBuffer, LeanRolloutBufferSamples
+from algorithms.objectives import (
+    aggregate_log_probs,
+    approx_kl,
+    clipped_policy_loss,
+    clipped_value_loss,
+    entropy_loss,
+    normalize,
+)
+
+ACTION_DIM = 23  # tokens per action step of the R1 Pro (behavior_gym.spaces.ACTION_DIM), for "action" ratios
+
+
+def accepts_kwarg(fn, name: str) -> bool:
+    """Whether callable `fn` takes a keyword argument `name` (or **kwargs)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, NumPy (global) and torch RNG states, for exact resumption."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": th.get_rng_state()}
+    if th.cuda.is_available():
+        state["cuda"] = th.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    th.set_rng_state(state["torch"])
+    if "cuda" in state and th.cuda.is_available():
+        th.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_save(write, path: str | os.PathLike) -> pathlib.Path:
+    """Write a file through `write(fileobj)` into a temporary file beside `path`, fsync it, then
+    `os.replace` it onto `path`: a crash at any point leaves either the old file or the new one."""
+    final = pathlib.Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        fd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return final
+
+
+class PPO(SB3PPO):
+    """Proximal Policy Optimization for chunked, token-level VLA policies (SPEC §6).
+
+    Takes SB3 PPO's arguments (`learning_rate`, `n_steps`, `batch_size`, `n_epochs`, `gamma`,
+    `gae_lambda`, `clip_range`, `clip_range_vf`, `normalize_advantage`, `ent_coef`, `vf_coef`,
+    `max_grad_norm`, `target_kl`, `tensorboard_log`, `policy_kwargs`, `verbose`, `seed`, `device`) and:
+
+    Args:
+        clip_ratio_low, clip_ratio_high: ratio clip range ``[1 - low, 1 + high]`` (float or schedule);
+            default `clip_range` for both (RLinf's Behavior config: 0.2 / 0.28).
+        batch_size: samples per optimizer step (the global batch).
+        micro_batch_size: samples per forward/backward pass; gradients of the micro-batches of one
+            minibatch are accumulated. None = the whole minibatch at once.
+        ratio_level: ``"token"`` (one ratio per action token), ``"action"`` (per step of the chunk) or
+            ``"chunk"`` (one per chunk, SB3's behaviour). Token/action level need a policy with
+            per-token log-probs; others fall back to chunk level with a warning.
+        value_lr: learning rate (float or schedule) of parameters whose name contains one of
+            `value_param_patterns` (default ``value_head``); None = `learning_rate`.
+        value_loss_type: ``"mse"`` (SB3) or ``"huber"`` (RLinf, with `huber_delta`).
+        dual_clip: cap of the loss of negative-advantage samples at ``-dual_clip * A`` (None: off).
+        bf16: bfloat16 autocast of the policy's forward passes; None = on CUDA only.
+        tokens_per_action: tokens per chunk step for ``ratio_level="action"`` (23 for the R1 Pro).
+    """
+
+    policy_aliases: ClassVar[dict[str, type]] = dict(SB3PPO.policy_aliases)
+    _use_value_loss: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        policy: str | type,
+        env: Any,
+        learning_rate: float | Any = 3e-4,
+        n_steps: int = 2048,
+        batch_size: int = 64,
+        n_epochs: int = 10,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        clip_range: float | Any = 0.2,
+        clip_range_vf: float | Any | None = None,
+        normalize_advantage: bool = True,
+        ent_coef: float = 0.0,
+        vf_coef: float = 0.5,
+        max_grad_norm: float | None = 0.5,
+        target_kl: float | None = None,
+        *,
+        clip_ratio_low: float | Any | None = None,
+        clip_ratio_high: float | Any | None = None,
+        micro_batch_size: int | None = None,
+        ratio_level: str = "token",
+        value_lr: float | Any | None = None,
+        value_param_patterns: Sequence[str] = ("value_head",),
+        value_loss_type: str = "mse",
+        huber_delta: float = 10.0,
+        dual_clip: float | None = None,
+        bf16: bool | None = None,
+        tokens_per_action: int = ACTION_DIM,
+        rollout_buffer_class: type[RolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        if ratio_level not in ("token", "action", "chunk"):
+            raise ValueError(f"ratio_level must be 'token', 'action' or 'chunk', got {ratio_level!r}")
+        if micro_batch_size is not None and micro_batch_size < 1:
+            raise ValueError(f"micro_batch_size must be >= 1, got {micro_batch_size}")
+        self.clip_ratio_low = clip_range if clip_ratio_low is None else clip_ratio_low
+        self.clip_ratio_high = clip_range if clip_ratio_high is None else clip_ratio_high
+        self.micro_batch_size = micro_batch_size
+        self.ratio_level = ratio_level
+        self.value_lr = value_lr
+        self.value_param_patterns = tuple(value_param_patterns)
+        self.value_loss_type = value_loss_type
+        self.huber_delta = huber_delta
+        self.dual_clip = dual_clip
+        self.bf16 = bf16
+        self.tokens_per_action = tokens_per_action
+        self._episode_stats = M.EpisodeStats()
+        self._times: dict[str, float] = defaultdict(float)
+        super().__init__(
+            policy, env, learning_rate=learning_rate, n_steps=n_steps, batch_size=batch_size, n_epochs=n_epochs,
+            gamma=gamma, gae_lambda=gae_lambda, clip_range=clip_range, clip_range_vf=clip_range_vf,
+            normalize_advantage=normalize_advantage, ent_coef=ent_coef, vf_coef=vf_coef,
+            max_grad_norm=max_grad_norm if max_grad_norm is not None else float("inf"), use_sde=False,
+            rollout_buffer_class=rollout_buffer_class or LeanRolloutBuffer,
+            rollout_buffer_kwargs=rollout_buffer_kwargs, target_kl=target_kl, stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log, policy_kwargs=policy_kwargs, verbose=verbose, seed=seed, device=device,
+            _init_setup_model=_init_setup_model,
+        )
+
+    # ------------------------------------------------------------------ setup
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        self.clip_ratio_low = FloatSchedule(self.clip_ratio_low)
+        self.clip_ratio_high = FloatSchedule(self.clip_ratio_high)
+        self.value_lr_schedule = FloatSchedule(self.value_lr) if self.value_lr is not None else None
+        per_token = accepts_kwarg(self.policy.forward, "per_token") and accepts_kwarg(
+            self.policy.evaluate_actions, "per_token")
+        if self.ratio_level != "chunk" and not per_token:
+            warnings.warn(f"{type(self.policy).__name__} has no per-token log-probs (forward/evaluate_actions "
+                          f"without per_token=); using chunk-level ratios instead of {self.ratio_level!r}",
+                          stacklevel=2)
+        self._token_level = per_token and self.ratio_level != "chunk"
+        self.policy.optimizer = self._build_optimizer()
+
+    def _build_optimizer(self) -> th.optim.Optimizer:
+        """The policy's optimizer class over the trainable parameters only, value-head parameters in
+        their own group (named ``value_head``) so that they can have their own learning rate."""
+        lr = self.lr_schedule(1.0)
+        value_lr = self.value_lr_schedule(1.0) if self.value_lr_schedule is not None else lr
+        main, value = [], []
+        for name, p in self.policy.named_parameters():
+            if p.requires_grad:
+                (value if any(pat in name for pat in self.value_param_patterns) else main).append(p)
+        if not main and not value:
+            raise ValueError("the policy has no trainable parameters (requires_grad=False everywhere)")
+        groups = [{"params": main, "lr": lr, "name": "policy"}]
+        if value:
+            groups.append({"params": value, "lr": value_lr, "name": "value_head"})
+        opt_class = getattr(self.policy, "optimizer_class", th.optim.Adam)
+        opt_kwargs = dict(getattr(self.policy, "optimizer_kwargs", None) or {})
+        return opt_class(groups, lr=lr, **opt_kwargs)
+
+    def _update_learning_rate(self, optimizers: list[th.optim.Optimizer] | th.optim.Optimizer) -> None:
+        lr = self.lr_schedule(self._current_progress_remaining)
+        value_lr = self.value_lr_schedule(self._current_progress_remaining) if self.value_lr_schedule else lr
+        self.logger.record(M.ACTOR_LR, lr)
+        self.logger.record(M.ACTOR_VALUE_LR, value_lr)
+        for opt in optimizers if isinstance(optimizers, list) else [optimizers]:
+            for group in opt.param_groups:
+                group["lr"] = value_lr if group.get("name") == "value_head" else lr
+
+    @property
+    def use_bf16(self) -> bool:
+        return self.device.type == "cuda" if self.bf16 is None else bool(self.bf16)
+
+    def _autocast(self):
+        return th.autocast(device_type=self.device.type, dtype=th.bfloat16, enabled=self.use_bf16)
+
+    # ------------------------------------------------------------------ acting
+    def _act(self, obs: Any) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """Sample a chunk per env: actions, values [n_envs], log-probs [n_envs, T] (T = 1 at chunk level)."""
+        with th.no_grad(), self._autocast():
+            obs_tensor = obs_as_tensor(obs, self.device)
+            if self._token_level:
+                actions, values, log_prob = self.policy(obs_tensor, per_token=True)
+            else:
+                actions, values, log_prob = self.policy(obs_tensor)
+        log_prob = log_prob.float()
+        return actions, values.float().reshape(-1), log_prob if log_prob.dim() == 2 else log_prob[:, None]
+
+    def _env_actions(self, actions: np.ndarray) -> np.ndarray:
+        if isinstance(self.action_space, spaces.Box):
+            if self.policy.squash_output:
+                return self.policy.unscale_action(actions)
+            return np.clip(actions, self.action_space.low, self.action_space.high)
+        return actions
+
+    def _bootstrap_timeouts(self, rewards: np.ndarray, dones: np.ndarray, infos: list[dict]) -> np.ndarray:
+        """Add gamma * V(terminal obs) to the reward of episodes cut by a time limit (SB3 issue #633)."""
+        idx = [i for i, d in enumerate(dones) if d and infos[i].get("TimeLimit.truncated", False)
+               and infos[i].get("terminal_observation") is not None]
+        if not idx:
+            return rewards
+        terminal = [infos[i]["terminal_observation"] for i in idx]
+        if isinstance(terminal[0], dict):
+            batch = {k: np.stack([t[k] for t in terminal]) for k in terminal[0]}
+        else:
+            batch = np.stack(terminal)
+        with th.no_grad(), self._autocast():
+            values = self.policy.predict_values(obs_as_tensor(batch, self.device)).float().reshape(-1).cpu().numpy()
+        rewards = rewards.astype(np.float32, copy=True)
+        rewards[idx] += self.gamma * values
+        return rewards
+
+    def _timed_step(self, env: VecEnv, obs: Any) -> tuple[np.ndarray, th.Tensor, th.Tensor, tuple]:
+        t0 = time.perf_counter()
+        actions, values, log_prob = self._act(obs)
+        actions = actions.cpu().numpy()
+        if isinstance(self.action_space, spaces.Discrete):
+            actions = actions.reshape(-1, 1)
+        t1 = time.perf_counter()
+        result = env.step(self._env_actions(actions))
+        t2 = time.perf_counter()
+        self._times[M.TIME_INFERENCE] += t1 - t0
+        self._times[M.TIME_ENV] += t2 - t1
+        self.num_timesteps += env.num_envs
+        return actions, values, log_prob, result
+
+    def collect_rollouts(
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
+    ) -> bool:
+        """SB3's rollout loop, storing per-token log-probs and timing env and inference."""
+        assert self._last_obs is not None, "No previous observation was provided"
+        self.policy.set_training_mode(False)
+        rollout_buffer.reset()
+        self._begin_rollout()
+        callback.on_rollout_start()
+        n_steps = 0
+        while n_steps < n_rollout_steps:
+            actions, values, log_probs, (new_obs, rewards, dones, infos) = self._timed_step(env, self._last_obs)
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return False
+            self._update_info_buffer(infos, dones)
+            self._episode_stats.add_step(infos, dones)
+            self._reward_sum += float(np.sum(rewards))
+            n_steps += 1
+            rewards = self._bootstrap_timeouts(rewards, dones, infos)
+            rollout_buffer.add(self._last_obs, actions, rewards, self._last_episode_starts, values, log_probs)
+            self._last_obs = new_obs
+            self._last_episode_starts = dones
+
+        with th.no_grad(), self._autocast():
+            values = self.policy.predict_values(obs_as_tensor(new_obs, self.device)).float()
+        rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)
+        self._end_rollout(rollout_buffer)
+        callback.update_locals(locals())
+        callback.on_rollout_end()
+        return True
+
+    def _begin_rollout(self) -> None:
+        self._episode_stats.clear()
+        self._reward_sum = 0.0
+        self._times = defaultdict(float)
+        self._rollout_start = time.perf_counter()
+
+    def _end_rollout(self, buffer: LeanRolloutBuffer) -> None:
+        """Record the rollout's metrics (before any advantage normalisation)."""
+        self._times[M.TIME_ROLLOUT] = time.perf_counter() - self._rollout_start
+        masks = buffer.masks
+        n_valid = max(float(masks.sum()), 1.0)
+        record = self.logger.record
+        record(M.ROLLOUT_RETURNS_MEAN, float((buffer.returns * masks).sum() / n_valid))
+        record(M.ROLLOUT_ADVANTAGES_MEAN, float((buffer.advantages * masks).sum() / n_valid))
+        record(M.ROLLOUT_REWARDS_MEAN, self._reward_sum / max(buffer.buffer_size * buffer.n_envs, 1))
+        record(M.ROLLOUT_VALID_FRACTION, float(masks.mean()))
+        record(M.ROLLOUT_BYTES_PER_STEP, float(buffer.bytes_per_step))
+        for name, value in self._episode_stats.means().items():
+            record(name, value)
+        for name, value in self._times.items():
+            record(name, value)
+
+    # ------------------------------------------------------------------ training
+    def _evaluate(self, obs: Any, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
+        if isinstance(self.action_space, spaces.Discrete):
+            actions = actions.long().flatten()
+        with self._autocast():
+            if self._token_level:
+                values, log_prob, entropy = self.policy.evaluate_actions(obs, actions, per_token=True)
+            else:
+                values, log_prob, entropy = self.policy.evaluate_actions(obs, actions)
+        return values.float().reshape(-1), log_prob.float(), None if entropy is None else entropy.float()
+
+    def _loss(self, mb: LeanRolloutBufferSamples, clip_low: float, clip_high: float,
+              clip_vf: float | None) -> dict[str, th.Tensor]:
+        """The PPO objective of one micro-batch (a masked mean over its valid samples / tokens)."""
+        values, log_prob, entropy = self._evaluate(mb.observations, mb.actions)
+        level = self.ratio_level if self._token_level else "chunk"
+        new_lp = aggregate_log_probs(log_prob, level, self.tokens_per_action)
+        old_lp = aggregate_log_probs(mb.old_log_prob, level, self.tokens_per_action)
+        policy_loss, clipfrac = clipped_policy_loss(new_lp, old_lp, mb.advantages, clip_low, clip_high, mb.masks,
+                                                    self.dual_clip)
+        if self._use_value_loss:
+            value_loss, value_clip = clipped_value_loss(values, mb.old_values, mb.returns, clip_vf, mb.masks,
+                                                        self.value_loss_type, self.huber_delta)
+        else:
+            value_loss = value_clip = th.zeros((), device=new_lp.device)
+        ent_loss = entropy_loss(entropy if entropy is not None else -log_prob, mb.masks)
+        loss = policy_loss + self.ent_coef * ent_loss + self.vf_coef * value_loss
+        return {"loss": loss, "policy_loss": policy_loss, "value_loss": value_loss, "entropy": -ent_loss,
+                "approx_kl": approx_kl(new_lp, old_lp, mb.masks), "pg_clipfrac": clipfrac,
+                "value_clip_ratio": value_clip}
+
+    def _micro_batches(self, batch: LeanRolloutBufferSamples) -> Iterator[LeanRolloutBufferSamples]:
+        n = batch.actions.shape[0]
+        size = self.micro_batch_size or n
+        for start in range(0, n, size):
+            sl = slice(start, start + size)
+            obs = ({k: v[sl] for k, v in batch.observations.items()} if isinstance(batch.observations, dict)
+                   else batch.observations[sl])
+            yield LeanRolloutBufferSamples(obs, *(t[sl] for t in batch[1:]))
+
+    def _optimizer_step(self, batch: LeanRolloutBufferSamples, clip_low: float, clip_high: float,
+                        clip_vf: float | None) -> dict[str, float] | None:
+        """Accumulate the gradient of one minibatch over its micro-batches, then step (unless target_kl
+        stops the update first, like SB3: the step is then skipped). None if no sample is valid."""
+        n_valid = float(batch.masks.sum())
+        if n_valid == 0:
+            return None
+        optimizer = self.policy.optimizer
+        optimizer.zero_grad(set_to_none=True)
+        stats: dict[str, float] = defaultdict(float)
+        for mb in self._micro_batches(batch):
+            weight = float(mb.masks.sum()) / n_valid
+            if weight == 0:
+                continue
+            terms = self._loss(mb, clip_low, clip_high, clip_vf)
+            (terms["loss"] * weight).backward()
+            for key, value in terms.items():
+                stats[key] += weight * float(value.detach())
+        if self.target_kl is not None and stats["approx_kl"] > 1.5 * self.target_kl:
+            optimizer.zero_grad(set_to_none=True)
+            stats["stop"] = 1.0
+            return stats
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        stats["grad_norm"] = float(th.nn.utils.clip_grad_norm_(params, self.max_grad_norm))
+        optimizer.step()
+        self._n_updates += 1
+        return stats
+
+    def train(self) -> None:
+        """Update the policy on the rollout buffer (n_epochs x minibatches of batch_size samples)."""
+        t0 = time.perf_counter()
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        progress = self._current_progress_remaining
+        clip_low, clip_high = self.clip_ratio_low(progress), self.clip_ratio_high(progress)
+        clip_vf = self.clip_range_vf(progress) if self.clip_range_vf is not None else None
+        buffer = self.rollout_buffer
+        if self.normalize_advantage:
+            buffer.advantages = normalize(buffer.advantages, buffer.masks)
+
+        history: dict[str, list[float]] = defaultdict(list)
+        stopped = False
+        for epoch in range(self.n_epochs):
+            for batch in buffer.get(self.batch_size):
+                stats = self._optimizer_step(batch, clip_low, clip_high, clip_vf)
+                if stats is None:
+                    continue
+                if stats.pop("stop", 0.0):
+                    stopped = True
+                    if self.verbose >= 1:
+                        print(f"Early stopping at epoch {epoch} due to approx_kl {stats['approx_kl']:.3f}")
+                    break
+                for key, value in stats.items():
+                    history[key].append(value)
+            if stopped:
+                break
+
+        self._record_update(history, stopped, time.perf_counter() - t0, buffer)
+
+    def _record_update(self, history: dict[str, list[float]], stopped: bool, seconds: float,
+                       buffer: LeanRolloutBuffer) -> None:
+        names = {"loss": M.ACTOR_LOSS, "policy_loss": M.ACTOR_POLICY_LOSS, "value_loss": M.ACTOR_VALUE_LOSS,
+                 "grad_norm": M.ACTOR_GRAD_NORM, "approx_kl": M.ACTOR_APPROX_KL, "pg_clipfrac": M.ACTOR_PG_CLIPFRAC,
+                 "value_clip_ratio": M.ACTOR_VALUE_CLIP_RATIO, "entropy": M.ACTOR_ENTROPY}
+        if not self._use_value_loss:
+            names.pop("value_loss")
+            names.pop("value_clip_ratio")
+        for key, name in names.items():
+            if history.get(key):
+                self.logger.record(name, float(np.mean(history[key])))
+        self.logger.record(M.ACTOR_N_UPDATES, self._n_updates)
+        self.logger.record(M.ACTOR_EARLY_STOP, float(stopped))
+        self.logger.record(M.TIME_UPDATE, seconds)
+        self.logger.record(M.TIME_UPDATE_PER_SAMPLE, seconds / (buffer.buffer_size * buffer.n_envs))
+        self.logger.dump(step=self.num_timesteps)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, path: str | os.PathLike | Any, exclude: Any = None, include: Any = None) -> None:
+        """SB3's zip checkpoint (policy, optimizer, counters, schedules) plus the RNG states, written
+        atomically: a crash while saving leaves the previous checkpoint at `path` intact."""
+        self._rng_state = capture_rng_state()
+        try:
+            if not isinstance(path, (str, os.PathLike)):
+                return super().save(path, exclude, include)
+            final = pathlib.Path(path)
+            if final.suffix == "":
+                final = final.with_suffix(".zip")
+            atomic_save(lambda f: super(PPO, self).save(f, exclude, include), final)
+        finally:
+            del self._rng_state
+
+    @classmethod
+    def load(cls, path, env=None, device="auto", custom_objects=None, print_system_info=False, force_reset=True,
+             **kwargs):
+        """SB3's `load`, then the RNG states saved with the checkpoint are restored."""
+        model = super().load(path, env=env, device=device, custom_objects=custom_objects,
+                             print_system_info=print_system_info, force_reset=force_reset, **kwargs)
+        state = model.__dict__.pop("_rng_state", None)
+        if state is not None:
+            restore_rng_state(state)
+        return model
