@@ -138,7 +138,7 @@ class BehaviorR1ProEnv(gym.Env):
         fresh = self._elapsed % self.obs_every == 0 or terminated or truncated
         if fresh:
             self._render_now()
-        return self._obs(), float(reward), terminated, truncated, self._info(status, fresh)
+        return self._obs(fresh), float(reward), terminated, truncated, self._info(status, fresh)
 
     def render(self):
         if self.render_mode is None:
@@ -153,13 +153,18 @@ class BehaviorR1ProEnv(gym.Env):
 
     # -- helpers ---------------------------------------------------------------------------------
     def _render_now(self):
-        self.backend.render_cameras(self._images)
+        # A fresh buffer per frame: observations are views of it, never copied, and frames a
+        # caller still holds are never overwritten.
+        self._images = self.backend.render_cameras(np.empty_like(self._images))
         self._frame_step = self._elapsed
 
-    def _obs(self) -> dict:
+    def _obs(self, fresh: bool = True) -> dict:
+        # A fresh frame is handed out as views of its own buffer; a repeated one is copied, so no
+        # two observations share memory (what Gymnasium asks of envs).
+        images = self._images if fresh else self._images.copy()
         return {
-            "head_rgb": self._images[0].copy(),
-            "wrist_rgb": self._images[1:].copy(),
+            "head_rgb": images[0],
+            "wrist_rgb": images[1:],
             "proprio": self.backend.proprio(),
             "instruction": self.task_info.instruction,
             "task_id": self.task_id,
