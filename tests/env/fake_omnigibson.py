@@ -9,6 +9,7 @@ dicts keyed `obs["robot_r1"]["robot_r1:<link>:Camera:0"]["rgb"]` as RGBA HWC uin
 
 from __future__ import annotations
 
+import contextlib
 import types
 
 import numpy as np
@@ -19,11 +20,22 @@ class _Sensor:
     horizontal_aperture = 20.955
 
 
+class _Link:
+    mass = 70.0
+
+
 class _Robot:
+    model_name = "r1pro"
+
     def __init__(self, cfg):
         self.name = cfg["name"]
+        self.base_footprint_link = _Link()
+        self.pose = None
         self.sensors = {f"{self.name}:{link}:Camera:0": _Sensor()
                         for link in ("zed_link", "left_realsense_link", "right_realsense_link")}
+
+    def set_position_orientation(self, position, orientation):
+        self.pose = (position, orientation)
 
 
 class _PredicateGoal:
@@ -31,8 +43,39 @@ class _PredicateGoal:
         self.goal_status = None
 
 
+class _Entity:
+    is_system = False
+    exists = True
+
+    def __init__(self):
+        self.loaded = None
+        self.still = 0
+
+    def load_state(self, state, serialized=False):
+        assert serialized is False
+        self.loaded = state
+
+    def keep_still(self):
+        self.still += 1
+
+
+class _Scene:
+    def __init__(self):
+        self.metadata, self.initial_file_updates, self.resets = {}, 0, 0
+
+    def write_task_metadata(self, key, data):
+        self.metadata[key] = data
+
+    def update_initial_file(self):
+        self.initial_file_updates += 1
+
+    def reset(self):
+        self.resets += 1
+
+
 class _Task:
     def __init__(self):
+        self.object_scope = {"radio_receiver.n.01_1": _Entity(), "table.n.02_1": _Entity()}
         self._termination_conditions = {"predicate": _PredicateGoal()}
         self.activity_natural_language_goal_conditions = ["the radio receiver is toggled on"]
         self.activity_goal_conditions = []
@@ -47,6 +90,7 @@ class Environment:
         self.config = configs
         self.robots = [_Robot(configs["robots"][0])]
         self.task = _Task()
+        self.scene = _Scene()
         size = configs["robots"][0]["sensor_config"]["VisionSensor"]["sensor_kwargs"]["image_height"]
         self.size = size
         self.t = 0
@@ -90,10 +134,22 @@ class Environment:
         Environment.instances -= 1
 
 
+class _Sim:
+    physics_steps = 0
+
+    @contextlib.contextmanager
+    def stopped(self):
+        yield
+
+    def step_physics(self):
+        _Sim.physics_steps += 1
+
+
 def install(monkeypatch):
     """Put the fake package in sys.modules and make the environment checks pass."""
     og = types.ModuleType("omnigibson")
     og.Environment = Environment
+    og.sim = _Sim()
     macros = types.ModuleType("omnigibson.macros")
     macros.gm = types.SimpleNamespace()
     monkeypatch.setitem(__import__("sys").modules, "omnigibson", og)

@@ -193,3 +193,28 @@ def test_list_tasks_per_backend():
     assert len(og_tasks) == 50 and og_tasks[0].name == "turning_on_radio" and og_tasks[0].max_steps == 4320
     assert all(t.instruction for t in og_tasks)
     assert [t.name for t in behavior_gym.list_tasks("auto")] == [t.name for t in behavior_gym.list_tasks()]
+
+
+def test_challenge_instance_is_loaded_from_its_tro_state(monkeypatch, tmp_path):
+    import json
+
+    fake_omnigibson.install(monkeypatch)
+    monkeypatch.setenv("OMNIGIBSON_DATA_PATH", str(tmp_path))
+    path = C.tro_state_path("turning_on_radio", 3, C.DEFAULT_SCENE)
+    assert path.name == "house_single_floor_task_turning_on_radio_0_3_template-tro_state.json"
+    with pytest.raises(FileNotFoundError, match="download_2025_challenge_task_instances"):
+        gym.make("Behavior-R1Pro-v0", task="turning_on_radio", backend="omnigibson", instance_id=3, image_size=32)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({
+        "robot_poses": {"r1pro": [{"position": [1.0, 2.0, 0.0], "orientation": [0.0, 0.0, 0.0, 1.0]}]},
+        "radio_receiver.n.01_1": {"pos": [0.5, 0.5, 0.8]},
+    }))
+    env = gym.make("Behavior-R1Pro-v0", task="turning_on_radio", backend="omnigibson", instance_id=3, image_size=32)
+    env.reset(seed=0)
+    og_env = env.unwrapped.backend.env
+    assert og_env.robots[0].base_footprint_link.mass == 250.0
+    assert og_env.robots[0].pose[0].tolist() == [1.0, 2.0, 0.0]
+    radio = og_env.task.object_scope["radio_receiver.n.01_1"]
+    assert radio.loaded["pos"].tolist() == [0.5, 0.5, 0.8] and radio.still == 25
+    assert og_env.scene.initial_file_updates == 1 and og_env.scene.resets == 1
+    env.close()

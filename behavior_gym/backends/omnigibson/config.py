@@ -16,7 +16,8 @@ from behavior_gym.spaces import TORSO_RESET
 ROBOT_NAME = "robot_r1"
 HEAD_CAMERA = f"{ROBOT_NAME}:zed_link:Camera:0"
 WRIST_CAMERAS = (f"{ROBOT_NAME}:left_realsense_link:Camera:0", f"{ROBOT_NAME}:right_realsense_link:Camera:0")
-HEAD_APERTURE = 40.0  # "what we used in data collection" (RGBLowResWrapper)
+HEAD_APERTURE = 40.0
+CHALLENGE_FOLDER = "2025-challenge-task-instances"  # "what we used in data collection" (RGBLowResWrapper)
 
 # Our 61-D proprio fields (spaces.PROPRIO_FIELDS) under OmniGibson's proprioception names, in order.
 PROPRIO_KEYS = (
@@ -79,13 +80,22 @@ DEFAULT_SCENE = "house_single_floor"
 def challenge_task_metadata(data_path: str | None = None) -> dict:
     """`available_tasks.yaml` of the 2025 challenge instances: task -> scene and rooms, if present."""
     root = Path(data_path or os.environ.get("OMNIGIBSON_DATA_PATH", ""))
-    meta = root / "2025-challenge-task-instances" / "metadata" / "available_tasks.yaml"
+    meta = root / CHALLENGE_FOLDER / "metadata" / "available_tasks.yaml"
     if not meta.is_file():
         return {}
     import yaml
 
     with open(meta) as f:
         return yaml.safe_load(f) or {}
+
+
+def tro_state_path(task: str, instance_id: int, scene_model: str, definition_id: int = 0,
+                   data_path: str | None = None) -> Path:
+    """Where the 2025 challenge keeps a training instance's task-relevant object states."""
+    root = Path(data_path or os.environ.get("OMNIGIBSON_DATA_PATH", ""))
+    folder = root / CHALLENGE_FOLDER / "scenes" / scene_model / "json" / f"{scene_model}_task_{task}_instances"
+    return folder / f"{scene_model}_task_{task}_{definition_id}_{instance_id}_template-tro_state.json"
+
 
 
 def build_og_config(

@@ -15,8 +15,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from behavior_gym.backends.omnigibson.config import CHALLENGE_FOLDER
+
 ASSET_FOLDERS = ("behavior-1k-assets", "omnigibson-robot-assets")
-CHALLENGE_FOLDER = "2025-challenge-task-instances"
 INSTALL = ("install BEHAVIOR-1K from https://github.com/StanfordVL/BEHAVIOR-1K with "
            "`./setup.sh --new-env --omnigibson --bddl --joylo --dataset`")
 # Data-centre GPUs without RT cores render Isaac Sim scenes with artefacts (RLinf, NVIDIA's RTX support table).
