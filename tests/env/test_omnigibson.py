@@ -212,6 +212,7 @@ def test_challenge_instance_is_loaded_from_its_tro_state(monkeypatch, tmp_path):
     env = gym.make("Behavior-R1Pro-v0", task="turning_on_radio", backend="omnigibson", instance_id=3, image_size=32)
     env.reset(seed=0)
     og_env = env.unwrapped.backend.env
+    assert og_env.config["task"]["activity_instance_id"] == 0  # the cached instance, overwritten below
     assert og_env.robots[0].base_footprint_link.mass == 250.0
     assert og_env.robots[0].pose[0].tolist() == [1.0, 2.0, 0.0]
     radio = og_env.task.object_scope["radio_receiver.n.01_1"]

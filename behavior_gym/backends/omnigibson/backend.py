@@ -86,18 +86,9 @@ class OmniGibsonBackend(Backend):
         max_steps = int(max_steps or C.default_max_steps(task))
         instruction = instruction or activity_instruction(task)
         self.task_info = TaskInfo(task, "behavior", instruction, max_steps, backends=("omnigibson", "mujoco"))
-        self.config = C.build_og_config(task, image_size=image_size, instance_id=instance_id,
+        # Challenge instances > 0 are loaded over the scene's cached instance 0 (the evaluator's way).
+        self.config = C.build_og_config(task, image_size=image_size, instance_id=0,
                                         max_steps=max_steps + 1, r_potential=r_potential, **config_overrides)
-        self._og = og
-        self.env = og.Environment(configs=self.config)
-        _ENV_IN_PROCESS = True
-        robot = self.env.robots[0]
-        head = robot.sensors.get(C.HEAD_CAMERA)
-        if head is not None:
-            head.horizontal_aperture = C.HEAD_APERTURE
-        # A heavy base, as during BEHAVIOR's data collection (HeavyRobotWrapper), keeps it from tipping.
-        with og.sim.stopped():
-            robot.base_footprint_link.mass = 250.0
         self.instance_id = instance_id
         self.tro_state = None
         if instance_id > 0:  # instance 0 is the scene's cached instance; others come from the challenge set
@@ -109,6 +100,16 @@ class OmniGibsonBackend(Backend):
                     "instance_id=0")
             with open(path) as f:
                 self.tro_state = json.load(f)
+        self._og = og
+        self.env = og.Environment(configs=self.config)
+        _ENV_IN_PROCESS = True
+        robot = self.env.robots[0]
+        head = robot.sensors.get(C.HEAD_CAMERA)
+        if head is not None:
+            head.horizontal_aperture = C.HEAD_APERTURE
+        # A heavy base, as during BEHAVIOR's data collection (HeavyRobotWrapper), keeps it from tipping.
+        with og.sim.stopped():
+            robot.base_footprint_link.mass = 250.0
         self._obs: dict = {}
         self._info: dict = {}
 
