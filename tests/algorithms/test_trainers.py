@@ -1,0 +1,179 @@
+"""PPO and GRPO on the toy env: they learn, and the update's parts (accumulation, lr groups, target_kl,
+bf16, chunk-level fallback, GRPO advantages and filtering) do what they say."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.logger import KVWriter, Logger
+
+from algorithms import GRPO, PPO
+from algorithms import metrics as M
+from algorithms.group_reset import GroupResult
+
+
+class Recorder(KVWriter):
+    """Keeps every dump (key -> list of values) for assertions."""
+
+    def __init__(self):
+        self.values: dict[str, list] = {}
+
+    def write(self, key_values, key_excluded, step=0):
+        for k, v in key_values.items():
+            self.values.setdefault(k, []).append(v)
+
+    def close(self):
+        pass
+
+
+def recorded(model) -> Recorder:
+    rec = Recorder()
+    model.set_logger(Logger(folder=None, output_formats=[rec]))
+    return rec
+
+
+def ppo(toys, n_envs=4, **kw):
+    kw = {"n_steps": 16, "batch_size": 32, "n_epochs": 4, "learning_rate": 1e-2, "gamma": 0.9, "seed": 0, **kw}
+    return PPO(toys.TinyTokenPolicy, toys.make_toy_vec_env(n_envs), **kw)
+
+
+def grpo(toys, n_envs=8, **kw):
+    kw = {"n_steps": 6, "batch_size": 24, "n_epochs": 4, "learning_rate": 1e-2, "group_size": 4, "seed": 0, **kw}
+    return GRPO(toys.TinyTokenPolicy, toys.make_toy_vec_env(n_envs), **kw)
+
+
+def test_ppo_improves_return(toys):
+    model = ppo(toys, clip_ratio_low=0.2, clip_ratio_high=0.28, clip_range_vf=0.5, value_lr=3e-2)
+    rec = recorded(model)
+    before = toys.evaluate_return(model)
+    model.learn(4 * 16 * 30)
+    after = toys.evaluate_return(model)
+    print(f"PPO return {before:.2f} -> {after:.2f} (max 3.0)")
+    assert after > before + 1.0 and after > 2.5
+    assert model._token_level and model.rollout_buffer.log_probs.shape[-1] == 8 * 23
+    q = rec.values[M.ENV_Q_SCORE]
+    assert np.mean(q[-3:]) > np.mean(q[:3]) + 0.2
+    assert all(v == 24 for v in rec.values[M.ENV_EPISODE_LEN])  # true length in env steps, not chunks
+
+
+def test_grpo_improves_return(toys):
+    model = grpo(toys)
+    rec = recorded(model)
+    before = toys.evaluate_return(model)
+    model.learn(8 * 6 * 30)
+    after = toys.evaluate_return(model)
+    print(f"GRPO return {before:.2f} -> {after:.2f} (max 3.0)")
+    assert after > before + 1.0 and after > 2.5
+    assert M.ACTOR_VALUE_LOSS not in rec.values  # no critic
+    assert np.mean(rec.values[M.ROLLOUT_VALID_FRACTION]) > 0.4
+
+
+def test_grpo_does_not_train_the_value_head(toys):
+    model = grpo(toys)
+    recorded(model)
+    before = copy.deepcopy(model.policy.value_head.state_dict())
+    model.learn(8 * 6 * 2)
+    for k, v in model.policy.value_head.state_dict().items():
+        assert th.equal(v, before[k])
+
+
+def test_grpo_advantages_filtering_and_masks(toys):
+    model = grpo(toys, n_envs=4, group_size=2, n_steps=2, batch_size=8, filter_groups=True)
+    buf = model.rollout_buffer
+    buf.reset()
+    obs = model.env.reset()
+    # step 0: env 0,1 in trajectory 5 (group 0), env 2,3 in trajectory 6 (group 1); step 1: env 1 idle
+    for traj, mask in [([5, 5, 6, 6], [1, 1, 1, 1]), ([5, 5, 7, 7], [1, 0, 1, 1])]:
+        buf.add(obs, np.zeros((4, buf.action_dim)), np.zeros(4), np.zeros(4), th.zeros(4), th.zeros(4, 184),
+                mask=np.array(mask), trajectory_id=np.array(traj))
+    completed = {5: GroupResult(np.array([1.0, 0.0]), np.array([True, False]), 0),
+                 6: GroupResult(np.array([1.0, 1.0]), np.array([True, True]), 0)}  # all success: filtered
+    model._assign_advantages(buf, completed)
+    a = 0.5 / np.sqrt(0.5)  # (1 - 0.5) / sample std of [1, 0]
+    np.testing.assert_allclose(buf.advantages, [[a, -a, 0, 0], [a, 0, 0, 0]], rtol=1e-5)
+    np.testing.assert_array_equal(buf.masks, [[1, 1, 0, 0], [1, 0, 0, 0]])  # idle, filtered, unfinished: out
+    np.testing.assert_array_equal(buf.returns, [[1, 0, 0, 0], [1, 0, 0, 0]])
+    assert model._group_stats[M.ROLLOUT_FILTERED_GROUPS] == 0.5
+
+
+def one_update(model, seed=0):
+    np.random.seed(seed)
+    model.train()
+    return {k: v.detach().clone() for k, v in model.policy.state_dict().items()}
+
+
+def test_micro_batches_accumulate_to_the_full_batch_update(toys):
+    """Gradient accumulation over micro-batches of 5 gives the update of one 32-sample batch."""
+    a = ppo(toys, n_epochs=1, micro_batch_size=None, max_grad_norm=0.5)
+    b = ppo(toys, n_epochs=1, micro_batch_size=5, max_grad_norm=0.5)
+    for m in (a, b):
+        recorded(m)
+        m.learn(64)  # one rollout and one update each, identical (same seeds)
+    b.policy.load_state_dict(a.policy.state_dict())
+    b.policy.optimizer.load_state_dict(copy.deepcopy(a.policy.optimizer.state_dict()))
+    # a half-masked buffer, as GRPO makes, must accumulate the same way too
+    a.rollout_buffer.masks[::2] = 0.0
+    b.rollout_buffer = copy.deepcopy(a.rollout_buffer)
+    start = copy.deepcopy(a.policy.state_dict())
+    pa, pb = one_update(a), one_update(b)
+    for k in pa:
+        th.testing.assert_close(pa[k], pb[k], rtol=1e-5, atol=1e-6)
+    assert not th.equal(pa["action_head.weight"], start["action_head.weight"])  # the update did something
+
+
+def test_value_lr_groups_and_trainable_only(toys):
+    model = ppo(toys, learning_rate=1e-3, value_lr=5e-2,
+                policy_kwargs={"optimizer_kwargs": {"eps": 1e-6}})
+    groups = {g["name"]: g for g in model.policy.optimizer.param_groups}
+    assert set(groups) == {"policy", "value_head"}
+    value_ids = {id(p) for p in model.policy.value_head.parameters()}
+    assert {id(p) for p in groups["value_head"]["params"]} == value_ids
+    assert groups["policy"]["eps"] == 1e-6
+    rec = recorded(model)
+    model.learn(64)
+    assert groups["value_head"]["lr"] == 5e-2 and groups["policy"]["lr"] == 1e-3
+    assert rec.values[M.ACTOR_VALUE_LR][-1] == 5e-2
+
+    # frozen parameters (as with LoRA) stay out of the optimizer
+    model.policy.body.requires_grad_(False)
+    opt = model._build_optimizer()
+    params = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert not params & {id(p) for p in model.policy.body.parameters()}
+
+
+def test_target_kl_stops_early(toys):
+    model = ppo(toys, learning_rate=0.3, target_kl=1e-4, n_epochs=10)
+    rec = recorded(model)
+    model.learn(64)
+    assert rec.values[M.ACTOR_EARLY_STOP][-1] == 1.0
+    assert model._n_updates < 10 * 2
+
+
+def test_bf16_autocast_on_cpu(toys):
+    model = ppo(toys, bf16=True)
+    rec = recorded(model)
+    assert model.use_bf16
+    model.learn(128)
+    assert np.isfinite(rec.values[M.ACTOR_LOSS]).all()
+
+
+@pytest.mark.parametrize("level", ["action", "chunk"])
+def test_ratio_levels(toys, level):
+    model = ppo(toys, ratio_level=level)
+    rec = recorded(model)
+    model.learn(64)
+    assert np.isfinite(rec.values[M.ACTOR_APPROX_KL]).all()
+    assert model.rollout_buffer.log_probs.shape[-1] == (1 if level == "chunk" else 8 * 23)
+
+
+def test_sb3_multi_input_policy_falls_back_to_chunk_level(toys):
+    """SB3's own MultiInputPolicy (Gaussian, no per-token log-probs) trains at chunk level."""
+    venv = toys.make_toy_vec_env(2, image_size=36)  # NatureCNN needs >= 36 pixels
+    with pytest.warns(UserWarning, match="chunk-level"):
+        model = PPO("MultiInputPolicy", venv, n_steps=8, batch_size=8, n_epochs=1, seed=0,
+                    policy_kwargs={"net_arch": [32]})
+    rec = recorded(model)
+    model.learn(32)
+    assert not model._token_level and model.rollout_buffer.log_probs.shape[-1] == 1
+    assert np.isfinite(rec.values[M.ACTOR_LOSS]).all()
