@@ -1,5 +1,6 @@
-"""One contract, every backend: the same checks on the MuJoCo backend and on the OmniGibson backend
-(the latter over OmniGibson-shaped data, since Isaac Sim cannot run here)."""
+"""One contract, every backend: the same checks on the MuJoCo backend, on the OmniGibson backend
+over OmniGibson-shaped data, and on the real OmniGibson wherever it is installed and configured
+(skipped with the reason elsewhere)."""
 
 import gymnasium as gym
 import numpy as np
@@ -9,14 +10,22 @@ from behavior_gym.backends.mujoco.robot import reset_action
 
 from . import fake_omnigibson
 
-BACKENDS = {"mujoco": "pick_and_place", "omnigibson": "turning_on_radio"}
+from behavior_gym.backends import omnigibson_available
+
+BACKENDS = {"mujoco": "pick_and_place", "omnigibson-shaped": "turning_on_radio", "omnigibson": "turning_on_radio"}
 
 
 @pytest.fixture(params=list(BACKENDS))
 def env(request, monkeypatch):
-    if request.param == "omnigibson":
+    backend = request.param
+    if backend == "omnigibson-shaped":
         fake_omnigibson.install(monkeypatch)
-    e = gym.make("Behavior-R1Pro-v0", task=BACKENDS[request.param], backend=request.param, image_size=32)
+        backend = "omnigibson"
+    elif backend == "omnigibson":
+        ok, why = omnigibson_available()
+        if not ok:
+            pytest.skip(f"real OmniGibson not usable here: {why}")
+    e = gym.make("Behavior-R1Pro-v0", task=BACKENDS[request.param], backend=backend, image_size=32)
     yield e
     e.close()
 
