@@ -6,11 +6,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from behavior_gym.backends import omnigibson_available
 from behavior_gym.backends.mujoco.robot import reset_action
 
 from . import fake_omnigibson
-
-from behavior_gym.backends import omnigibson_available
 
 BACKENDS = {"mujoco": "pick_and_place", "omnigibson-shaped": "turning_on_radio", "omnigibson": "turning_on_radio"}
 
