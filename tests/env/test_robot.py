@@ -153,3 +153,12 @@ def test_arms_hold_targets_without_sag(env):
     a[ACTION_PART["left_arm"].slice] = (-1.4, 0.3, 0.0, -0.2, 0.0, 0.0, 0.0)  # arm stretched forward
     p = _hold(env, a, 60)
     np.testing.assert_allclose(p[PROPRIO_SLICES["left_joint_qpos"]], a[ACTION_PART["left_arm"].slice], atol=0.005)
+
+
+@pytest.mark.parametrize("z,use_torso", [(0.75, False), (0.6, False), (0.3, True)])
+def test_reach_table_from_standing_and_floor_bin_with_torso_lean(env, z, use_torso):
+    b = env.unwrapped.backend
+    ik = ArmIK(b.model)
+    res = min(ik.solve(b.data, "left", np.array([0.5, 0.25, z]), quat=quat_from_yaw_down(y, tilt=0.8),
+                       finger_axis=finger_axis_for_yaw(y), use_torso=use_torso)[2] for y in (0.0, -0.78))
+    assert res < 0.005
