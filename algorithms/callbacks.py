@@ -2,7 +2,7 @@
 
 `VideoRecorderCallback` renders chosen envs of the training VecEnv after every (chunk) step —
 `render()` of `Behavior-R1Pro-v0` is the three cameras tiled into one HWC uint8 frame — and streams
-the frames into one mp4 per episode (PyAV through imageio; imageio-ffmpeg as a fallback), so an
+the frames into one mp4 per episode (PyAV; imageio-ffmpeg as a fallback), so an
 episode is never held in memory. With `info_on_video`, each frame carries the env step, the chunk's
 reward, success and the instruction. One frame per chunk, like RLinf with
 `skip_intermediate_obs_in_chunk`. The last frame of an episode comes from its terminal observation
@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import textwrap
 from collections.abc import Mapping, Sequence
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -60,46 +61,50 @@ def overlay_text(frame: np.ndarray, lines: Sequence[str]) -> np.ndarray:
 
 
 class Mp4Writer:
-    """Streams HWC uint8 frames into an mp4 (H.264); odd sizes are padded to even."""
+    """Streams HWC uint8 frames into an mp4 (H.264, yuv420p) with PyAV; odd sizes are padded to even.
+    Falls back to imageio-ffmpeg when PyAV is not installed."""
 
     def __init__(self, path: str, fps: float = 15, codec: str = "libx264"):
         self.path = path
         self.fps, self.codec = fps, codec
-        self._file = None
-        self._legacy = None
+        self._container = self._stream = self._legacy = None
         self.n_frames = 0
 
     def append(self, frame: np.ndarray) -> None:
         frame = np.asarray(frame, dtype=np.uint8)
         if frame.shape[0] % 2 or frame.shape[1] % 2:
             frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)))
-        if self._file is None and self._legacy is None:
-            self._open()
-        if self._file is not None:
-            self._file.write_frame(frame)
+        if self._container is None and self._legacy is None:
+            self._open(frame.shape[1], frame.shape[0])
+        if self._container is not None:
+            import av
+
+            packets = self._stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24"))
+            self._container.mux(packets)
         else:
             self._legacy.append_data(frame)
         self.n_frames += 1
 
-    def _open(self) -> None:
+    def _open(self, width: int, height: int) -> None:
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         try:
-            import av  # noqa: F401
-            import imageio.v3 as iio
-
-            self._file = iio.imopen(self.path, "w", plugin="pyav")
-            self._file.init_video_stream(self.codec, fps=self.fps)
+            import av
         except ImportError:
             import imageio.v2 as imageio
 
             self._legacy = imageio.get_writer(self.path, fps=self.fps, codec=self.codec, macro_block_size=1)
+            return
+        self._container = av.open(self.path, mode="w")
+        self._stream = self._container.add_stream(self.codec, rate=Fraction(self.fps).limit_denominator(1001))
+        self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "yuv420p"
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
+        if self._container is not None:
+            self._container.mux(self._stream.encode())  # flush the encoder
+            self._container.close()
         if self._legacy is not None:
             self._legacy.close()
-        self._file = self._legacy = None
+        self._container = self._stream = self._legacy = None
 
 
 class VideoRecorderCallback(BaseCallback):
