@@ -78,6 +78,9 @@ class OpenVLAOFTPolicy(BasePolicy):
             everything). With LoRA only the adapters and the value head (and proprio projector) train.
         freeze_vision_backbone: without LoRA, keep the vision towers frozen.
         torch_dtype: model dtype; "auto" = bfloat16 when CUDA is available, else float32.
+        model_device: where to build or load the model ("cuda", "auto" = CUDA when available; default
+            CPU). SB3 then moves the policy to the algorithm's device; building a 7.5B preset straight
+            on the GPU avoids initialising 7.5B random weights on the CPU (minutes).
         attn_implementation: "sdpa" (default) or "eager".
         center_crop: crop this fraction of the image area before resizing (OFT evaluation uses 0.9).
         image_keys: observation keys holding images, in model order ([B,3,H,W] or [B,n,3,H,W]).
@@ -109,6 +112,7 @@ class OpenVLAOFTPolicy(BasePolicy):
         lora_target_modules: list[str] | str | None = None,
         freeze_vision_backbone: bool = False,
         torch_dtype: torch.dtype | str | None = "auto",
+        model_device: torch.device | str | None = None,
         attn_implementation: str | None = None,
         center_crop: float | None = None,
         image_keys: Sequence[str] = ("head_rgb", "wrist_rgb"),
@@ -131,7 +135,8 @@ class OpenVLAOFTPolicy(BasePolicy):
             norm_stats=norm_stats, temperature=temperature, top_k=top_k, lora_rank=lora_rank, lora_alpha=lora_alpha,
             lora_dropout=lora_dropout, lora_target_modules=lora_target_modules,
             freeze_vision_backbone=freeze_vision_backbone, torch_dtype=torch_dtype,
-            attn_implementation=attn_implementation, center_crop=center_crop, image_keys=tuple(image_keys),
+            model_device=model_device, attn_implementation=attn_implementation, center_crop=center_crop,
+            image_keys=tuple(image_keys),
             instruction_key=instruction_key, proprio_key=proprio_key, gradient_checkpointing=gradient_checkpointing,
             optimizer_class=optimizer_class, optimizer_kwargs=optimizer_kwargs, strict_load=strict_load,
         )
@@ -146,8 +151,10 @@ class OpenVLAOFTPolicy(BasePolicy):
         overrides = dict(config_overrides or {})
         if attn_implementation is not None:
             overrides["attn_implementation"] = attn_implementation
+        if model_device == "auto":
+            model_device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model, self.processor = self._build_model(model, processor, model_path, preset, overrides, dtype,
-                                                       strict_load, center_crop)
+                                                       strict_load, center_crop, model_device)
         cfg = self.model.config
         width = action_space.shape[0]
         if width != cfg.num_action_tokens:
@@ -186,7 +193,7 @@ class OpenVLAOFTPolicy(BasePolicy):
                              "instruction_key")
 
     @staticmethod
-    def _build_model(model, processor, model_path, preset, overrides, dtype, strict, center_crop):
+    def _build_model(model, processor, model_path, preset, overrides, dtype, strict, center_crop, device):
         sources = [name for name, v in (("model", model), ("model_path", model_path), ("preset", preset)) if v]
         if len(sources) != 1:
             raise ValueError("pass exactly one of model_path= (a checkpoint directory), preset= ('tiny', 'small', "
@@ -195,15 +202,16 @@ class OpenVLAOFTPolicy(BasePolicy):
         if model is not None:
             if overrides:
                 raise ValueError("config_overrides cannot change an already built model")
+            model = model.to(device) if device is not None else model
             model = model.set_dtype(dtype)
             processor = processor or OpenVLAOFTProcessor.from_config(model.config, **kwargs)
         elif model_path is not None:
-            model = OpenVLAOFTForActionPrediction.from_pretrained(model_path, torch_dtype=dtype, strict=strict,
-                                                                  **overrides)
+            model = OpenVLAOFTForActionPrediction.from_pretrained(model_path, torch_dtype=dtype, device=device,
+                                                                  strict=strict, **overrides)
             processor = processor or OpenVLAOFTProcessor.from_pretrained(model_path, model.config, **kwargs)
         else:
             config = OpenVLAOFTConfig.from_preset(preset, **overrides)
-            model = build_model(config, torch_dtype=dtype)
+            model = build_model(config, device=device, torch_dtype=dtype)
             processor = processor or OpenVLAOFTProcessor.from_config(config, **kwargs)
         return model, processor
 
