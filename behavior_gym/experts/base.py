@@ -21,13 +21,14 @@ import numpy as np
 
 from behavior_gym.backends.mujoco import robot as r1
 from behavior_gym.experts.ik import ArmIK, grasp_rotation
-from behavior_gym.spaces import ACTION_HIGH, ACTION_LOW, ACTION_PART
+from behavior_gym.spaces import ACTION_HIGH, ACTION_LOW, ACTION_PART, GRIPPER_OPEN_WIDTH
 
 DT = 1.0 / r1.CONTROL_HZ
 TORSO = ACTION_PART["torso"].slice
 ARM = {"left": ACTION_PART["left_arm"].slice, "right": ACTION_PART["right_arm"].slice}
 GRIP = {"left": ACTION_PART["left_gripper"].start, "right": ACTION_PART["right_gripper"].start}
 FINGERTIP = 0.03  # fingertips reach this far below the eef site
+SQUEEZE = 0.012  # a closing finger aims this far inside the object's side (~10 N of grip)
 PALM_CLEAR = 0.035  # the palm starts this far above the eef site: grasp tall things near the top
 # A compact arm pose for driving and turning: elbow folded, hand at ~1.25 m in front of the chest,
 # clear of tables and counters (the reset pose leaves the hands at table height).
@@ -46,6 +47,7 @@ class ScriptedExpert:
     """
 
     max_joint_speed = 1.4  # rad/s for interpolated arm motions
+    gentle = False  # close the fingers with a bounded squeeze (see `gripper`)
 
     def __init__(self, env):
         self.env = env.unwrapped
@@ -71,6 +73,7 @@ class ScriptedExpert:
         self._scratch = mujoco.MjData(self.model)
         self._offset_key = None
         self._offset = np.zeros(len(self._pos_slots))
+        self._base_goal: tuple[float, float, float] | None = None
 
     # -- driving the script ------------------------------------------------------------------------
     def reset(self) -> None:
@@ -81,6 +84,7 @@ class ScriptedExpert:
         self.holding = None
         self._pitch, self._lock = {}, {}
         self._offset_key = None
+        self._base_goal = None
         self._gen = self._run()
 
     def _run(self) -> Iterator[np.ndarray]:
@@ -104,7 +108,17 @@ class ScriptedExpert:
         raise NotImplementedError
 
     def _hold(self) -> np.ndarray:
-        self.cmd[:3] = 0.0
+        # Hold the base where the last drive left it: arm and torso motions push the velocity-servoed
+        # base around (leaning over a table drifts it by centimetres), which spoils the IK plans.
+        if self._base_goal is None:
+            self._base_goal = self.base_pose()
+        gx, gy, gyaw = self._base_goal
+        bx, by, byaw = self.base_pose()
+        c, s = math.cos(byaw), math.sin(byaw)
+        ex, ey = gx - bx, gy - by
+        eyaw = (gyaw - byaw + math.pi) % (2 * math.pi) - math.pi
+        self.cmd[:3] = (np.clip(3.0 * (c * ex + s * ey), -0.2, 0.2), np.clip(3.0 * (-s * ex + c * ey), -0.2, 0.2),
+                        np.clip(3.0 * eyaw, -0.3, 0.3))
         return self._with_gravity_offset(self.cmd)
 
     def _with_gravity_offset(self, cmd: np.ndarray) -> np.ndarray:
@@ -166,8 +180,13 @@ class ScriptedExpert:
         for _ in range(steps):
             yield self._hold()
 
-    def gripper(self, arm: str, open_: bool, steps: int = 12) -> Iterator[np.ndarray]:
+    def gripper(self, arm: str, open_: bool, steps: int = 12, width: float | None = None) -> Iterator[np.ndarray]:
+        """Open or close. `width`: the object's width across the fingers; closing then aims a little
+        inside it (a firm but gentle squeeze: full force pops round objects out of the fingers)."""
         self.cmd[GRIP[arm]] = 1.0 if open_ else -1.0
+        if not open_ and width is not None:
+            target = max(0.0, width / 2 - SQUEEZE)  # per finger
+            self.cmd[GRIP[arm]] = float(np.clip(target / (0.5 * GRIPPER_OPEN_WIDTH) - 1.0, -1.0, 1.0))
         yield from self.wait(steps)
 
     def move_joints(self, arm: str | None, q: np.ndarray, speed: float | None = None, settle_tol: float = 0.015,
@@ -261,7 +280,7 @@ class ScriptedExpert:
                 v *= 0.6 / n
             self.cmd[:3] = (v[0], v[1], float(np.clip(3.0 * eyaw, -0.9, 0.9)))
             yield self._with_gravity_offset(self.cmd)
-        self.cmd[:3] = 0.0
+        self._base_goal = self.base_pose()
         yield from self.wait(4)
 
     # -- manipulation ----------------------------------------------------------------------------
@@ -300,9 +319,12 @@ class ScriptedExpert:
         yield from self.gripper(arm, True, steps=2)
         yield from self.reach(arm, (c[0], c[1], max(hi[2] + 0.1, z + 0.1)), yaw)
         yield from self.reach(arm, (c[0], c[1], z), yaw, speed=0.8, linear=True)
-        yield from self.gripper(arm, False, steps=12)
+        o = self.task.scene.objects[name]
+        yield from self.gripper(arm, False, steps=12, width=2 * min(o.half[0], o.half[1]) if self.gentle else None)
+        z0 = lo[2]
         yield from self.reach(arm, (c[0], c[1], hi[2] + lift), yaw, speed=1.0, linear=True)
-        if not self.holds("grasped", *self._agent_and(name)):
+        # Held: touching both fingers, or at least lifted with the hand (a can can rest on one finger).
+        if not self.holds("grasped", *self._agent_and(name)) and self.aabb(name)[0][2] < z0 + 0.6 * lift:
             raise ExpertFailure(f"lost {name} after grasping")
         self.holding = (arm, name, yaw)
 
@@ -310,9 +332,11 @@ class ScriptedExpert:
         agent = next((n for n, o in self.task.scene.objects.items() if o.role == "agent"), None)
         return (agent or name, name)
 
-    def place_at(self, xy, bottom_z: float, yaw: float | None = None, drop: float = 0.01, tuck: bool = False
-                 ) -> Iterator[np.ndarray]:
-        """Put the held object down with its bottom at `bottom_z` (+ `drop`) over `xy`."""
+    def place_at(self, xy, bottom_z: float, yaw: float | None = None, drop: float = 0.01, tuck: bool = False,
+                 rim_z: float | None = None) -> Iterator[np.ndarray]:
+        """Put the held object down with its bottom at `bottom_z` (+ `drop`) over `xy`. `rim_z`: the
+        top of the walls around `xy` (a bin, a box): the object comes in above it, and the fingers are
+        opened just above it (the object drops the rest of the way)."""
         arm, name, gyaw = self.holding
         byaw0 = self.base_pose()[2]
         yield from self.approach((xy[0], xy[1], bottom_z), arm)
@@ -321,10 +345,28 @@ class ScriptedExpert:
         site = self.data.site_xpos[self.model.site(f"{arm}_eef").id]
         below = site[2] - lo[2]  # how far the object hangs below the grasp point
         z = bottom_z + below + drop
-        yield from self.reach(arm, (xy[0], xy[1], z + 0.1), yaw)
+        pre = z + 0.1
+        if rim_z is not None:
+            pre = max(pre, rim_z + below + 0.04)
+            z = max(z, rim_z + FINGERTIP + 0.015)
+        if self.gentle:
+            # Along straight lines with the hand's orientation kept: swinging the hand round in joint
+            # space squeezes round things out of the fingers.
+            try:
+                site = self.data.site_xpos[self.model.site(f"{arm}_eef").id].copy()
+                high = max(site[2], pre + (0.15 if rim_z is not None else 0.0))
+                yield from self.reach(arm, (xy[0], xy[1], high), yaw, linear=True)
+            except ExpertFailure:
+                yield from self.reach(arm, (xy[0], xy[1], pre + (0.15 if rim_z is not None else 0.0)), yaw)
+            yield from self.reach(arm, (xy[0], xy[1], pre), yaw, linear=True)
+        elif rim_z is not None:  # from high above, straight down: the hand does not sweep into the walls
+            yield from self.reach(arm, (xy[0], xy[1], pre + 0.15), yaw)
+            yield from self.reach(arm, (xy[0], xy[1], pre), yaw, linear=True)
+        else:
+            yield from self.reach(arm, (xy[0], xy[1], pre), yaw)
         yield from self.reach(arm, (xy[0], xy[1], z), yaw, speed=0.8, linear=True)
         yield from self.gripper(arm, True, steps=10)
-        yield from self.reach(arm, (xy[0], xy[1], z + 0.1), yaw, speed=1.0, linear=True)
+        yield from self.reach(arm, (xy[0], xy[1], max(z + 0.1, pre)), yaw, speed=1.0, linear=True)
         self.holding = None
         if tuck:
             yield from self.carry_pose((arm,))
@@ -351,7 +393,7 @@ class ScriptedExpert:
                     self._rects.append((np.array([x, y]), yaw, np.array([d / 2, w / 2])))
         return self._rects
 
-    def base_free(self, x: float, y: float, yaw: float, margin: float = 0.04) -> bool:
+    def base_free(self, x: float, y: float, yaw: float, margin: float = 0.04, strict: bool = False) -> bool:
         """Whether the base footprint at (x, y, yaw) clears every piece of furniture."""
         hb = np.array(r1.DIMS.base_half[:2]) + margin
         for c, fyaw, hf in self._fixture_rects():
@@ -359,7 +401,7 @@ class ScriptedExpert:
                 return False
         # Low free objects on the floor are obstacles too (except what the arm is about to take).
         for n, o in self.task.scene.objects.items():
-            if o.role != "free" or n in self.ignore_obstacles:
+            if o.role != "free" or (n in self.ignore_obstacles and not strict):
                 continue
             lo, hi = self.aabb(n)
             if hi[2] < 0.45 and lo[2] < 0.05:
@@ -387,7 +429,9 @@ class ScriptedExpert:
             end = (bx, by)
             for t in np.linspace(0.0, 1.0, 21):
                 x, y = bx + t * (gx - bx), by + t * (gy - by)
-                if not self.base_free(x, y, yaw):
+                # Drive around what the arm is about to take rather than through it (pushing it
+                # away): the ignored objects are only ignored where the base stops.
+                if not self.base_free(x, y, yaw, strict=t < 0.85):
                     break
                 end = (x, y)
             # Where p would be in the robot frame at the end of this plan.
