@@ -113,7 +113,12 @@ class GoalExpert(ScriptedExpert):
         (re-orienting the hand, or tucking the arm, squeezes cans and balls out of the fingers)."""
         arm, name, yaw = self.holding
         site = self.data.site_xpos[self.model.site(f"{arm}_eef").id].copy()
-        for up in (max(site[2] + 0.2, 0.62), site[2] + 0.12, site[2] + 0.06):
+        below = site[2] - self.aabb(name)[0][2]
+        # High enough that what hangs from the hand clears the objects around (a box on the table).
+        tops = [self.aabb(n)[1][2] for n, o in self.task.scene.objects.items()
+                if o.role == "free" and n != name and np.linalg.norm(self.center(n)[:2] - site[:2]) < 1.5]
+        clear = max(tops, default=0.0) + below + 0.06
+        for up in (max(site[2] + 0.2, 0.62, clear), max(site[2] + 0.2, 0.62), site[2] + 0.12, site[2] + 0.06):
             try:
                 yield from self.reach(arm, (site[0], site[1], up), yaw, speed=0.8, linear=True)
                 return
