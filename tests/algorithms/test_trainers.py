@@ -177,3 +177,22 @@ def test_sb3_multi_input_policy_falls_back_to_chunk_level(toys):
     model.learn(32)
     assert not model._token_level and model.rollout_buffer.log_probs.shape[-1] == 1
     assert np.isfinite(rec.values[M.ACTOR_LOSS]).all()
+
+
+def test_grpo_trajectories_spanning_rollouts(toys):
+    """Episodes of 3 chunks, rollouts of 2: the first rollout has no finished group (all masked, with a
+    warning); in the second, the finishing step gets the advantage of the whole trajectory's return."""
+    model = grpo(toys, n_envs=4, group_size=2, n_steps=2, batch_size=8, n_epochs=1)
+    rec = recorded(model)
+    with pytest.warns(UserWarning, match="no group finished"):
+        model.learn(8)
+    assert rec.values[M.ROLLOUT_VALID_FRACTION] == [0.0] and model._n_updates == 0
+    model.learn(8, reset_num_timesteps=False)
+    buf = model.rollout_buffer
+    np.testing.assert_array_equal(buf.masks, [[1, 1, 1, 1], [0, 0, 0, 0]])  # step 3 of 3, then a new episode
+    episode_returns = [info["r"] for info in list(model.ep_info_buffer)[-4:]]  # Monitor's returns, env order
+    np.testing.assert_allclose(buf.returns[0], episode_returns, rtol=1e-6)
+    r = np.array(episode_returns).reshape(2, 2)
+    expected = (r - r.mean(1, keepdims=True)) / (r.std(1, ddof=1, keepdims=True) + 1e-6)
+    np.testing.assert_allclose(buf.advantages[0], expected.reshape(-1), rtol=1e-4, atol=1e-5)
+    assert model._n_updates == 1
