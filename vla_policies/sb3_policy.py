@@ -237,9 +237,7 @@ class OpenVLAOFTPolicy(BasePolicy):
         return ActionNormalizer.from_norm_stats(stats, key, self.model.config.action_normalization, key="proprio")
 
     def enable_gradient_checkpointing(self) -> None:
-        self.model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        for vit in self.model.vision_backbone.towers:
-            vit.set_grad_checkpointing(True)
+        self.model.enable_gradient_checkpointing()
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()

@@ -185,3 +185,24 @@ def test_config_round_trip_presets_and_overrides(tiny_config):
                                           "some_future_field": 1})
     assert partial.hidden_size == 4096 and partial.extra == {"some_future_field": 1}
     assert partial.to_dict()["some_future_field"] == 1
+
+
+def test_bfloat16_keeps_rope_frequencies_in_float32(tiny_config):
+    model = build_model(tiny_config, torch_dtype=torch.bfloat16)
+    assert model.dtype == torch.bfloat16
+    assert model.language_model.model.rotary_emb.inv_freq.dtype == torch.float32
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_config, processor):
+    torch.manual_seed(0)
+    plain = build_model(tiny_config)
+    ckpt = build_model(tiny_config)
+    ckpt.load_state_dict(plain.state_dict())
+    ckpt.enable_gradient_checkpointing()
+    inputs = model_inputs(processor, INSTRUCTIONS[:2])
+    for m in (plain, ckpt):
+        m.train()
+        out = m(**inputs)
+        (out.action_logits.logsumexp(-1).mean() + out.values.sum()).backward()
+    for (name, a), b in zip(plain.named_parameters(), ckpt.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=name)

@@ -167,3 +167,25 @@ def test_ppo_constructs_and_learns_on_a_chunked_env():
     assert np.isfinite(model.logger.name_to_value["train/value_loss"])
     action, _ = model.predict(env.reset(seed=1)[0], deterministic=True)
     assert env.action_space.contains(action)
+
+
+def test_ppo_on_behavior_r1pro_env():
+    """The real Behavior-R1Pro-v0 (embedded MuJoCo backend) through the chunking and SB3 wrappers."""
+    pytest.importorskip("mujoco")
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+
+    import behavior_gym  # noqa: F401 - registers the id
+    from behavior_gym.wrappers import ActionChunkWrapper, SB3ObservationWrapper
+
+    env = gym.make("Behavior-R1Pro-v0", task="pick_and_place", image_size=48, max_episode_steps=16)
+    env = SB3ObservationWrapper(ActionChunkWrapper(env, chunk=CHUNK))
+    assert env.action_space.shape == (CHUNK * ACTION_DIM,)
+    model = PPO(OpenVLAOFTPolicy, env, n_steps=2, batch_size=2, n_epochs=1, seed=0, device="cpu",
+                policy_kwargs={"preset": "tiny", "lora_rank": 2, "torch_dtype": "float32"})
+    obs, _ = env.reset(seed=0)
+    text = model.policy._instructions({"instruction": obs["instruction"][None]})[0]
+    assert text == env.unwrapped.task_info.instruction and len(text) > 5
+    model.learn(total_timesteps=2)
+    assert model.num_timesteps == 2
+    env.close()

@@ -265,6 +265,16 @@ class OpenVLAOFTForActionPrediction(nn.Module):
         rebuild_computed_buffers(self)
         return self
 
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute activations in the backward pass (every ViT block and Llama layer) to save memory."""
+        llm = self.language_model
+        if hasattr(llm, "activation_checkpointing_enable"):  # newer transformers renamed it
+            llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        for vit in self.vision_backbone.towers:
+            vit.set_grad_checkpointing(True)
+
     def num_parameters(self, only_trainable: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not only_trainable)
 
