@@ -23,6 +23,7 @@ must not transform observations (`env_method("reset")` returns raw observations)
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,12 +36,19 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepR
 SUCCESS_KEYS = ("success_once", "success", "is_success")
 
 
-def episode_success(info: Mapping[str, Any]) -> bool:
-    """Whether a finished episode succeeded, from the first of `SUCCESS_KEYS` present in its final info."""
+def episode_success(info: Mapping[str, Any]) -> bool | None:
+    """Whether a finished episode succeeded, from the first of `SUCCESS_KEYS` present in its final info
+    (None when the info has none of them)."""
     for key in SUCCESS_KEYS:
         if key in info:
             return bool(info[key])
-    return False
+    return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, Mapping):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return np.array_equal(np.asarray(a), np.asarray(b))
 
 
 @dataclass
@@ -77,6 +85,8 @@ class GroupResetVecEnv(VecEnvWrapper):
         self._returns = np.zeros(n, dtype=np.float64)
         self._success = np.zeros(n, dtype=bool)
         self.completed: dict[int, GroupResult] = {}
+        self.saw_success_info = False
+        self._warned_mismatch = False
 
     # -- bookkeeping visible to the trainer -------------------------------------------------------
     def members(self, group: int) -> np.ndarray:
@@ -115,7 +125,9 @@ class GroupResetVecEnv(VecEnvWrapper):
         self._returns[was_active] += rewards[was_active]
         for i in np.flatnonzero(dones):
             self.active[i] = False
-            self._success[i] = episode_success(infos[i])
+            success = episode_success(infos[i])
+            self.saw_success_info |= success is not None
+            self._success[i] = bool(success)
         for g in np.unique(np.flatnonzero(dones) // self.group_size):
             members = self.members(g)
             if self.active[members].any():
@@ -134,6 +146,11 @@ class GroupResetVecEnv(VecEnvWrapper):
         results = self.venv.env_method("reset", seed=seed, indices=members.tolist())
         for i, (o, _info) in zip(members, results):
             self._write_obs(obs, i, o)
+        if not self._warned_mismatch and not all(_same(results[0][0], r[0]) for r in results[1:]):
+            self._warned_mismatch = True
+            warnings.warn(f"the members of group {g} were reset with the same seed ({seed}) but their initial "
+                          "observations differ: GRPO's group baseline needs envs built alike (same task and "
+                          "instance_id) whose reset(seed=...) is deterministic", stacklevel=2)
         self.active[members] = True
         self._returns[members] = 0.0
         self._success[members] = False

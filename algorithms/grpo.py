@@ -63,11 +63,14 @@ class GRPO(PPO):
         vf_coef: float = 0.0,
         **kwargs: Any,
     ):
+        if int(group_size) < 2:
+            raise ValueError(f"GRPO needs groups of at least 2 envs (group_size={group_size}): the baseline of a "
+                             "trajectory is the mean return of the others started from the same state")
         self.group_size = int(group_size)
         self.normalize_std = normalize_std
         self.filter_groups = filter_groups
         self.group_seed = group_seed
-        self._warned_empty = False
+        self._warned_empty = self._warned_no_success = False
         super().__init__(policy, env, normalize_advantage=normalize_advantage, vf_coef=vf_coef, **kwargs)
 
     def _setup_model(self) -> None:
@@ -124,7 +127,15 @@ class GRPO(PPO):
         returns = np.stack([completed[i].returns for i in ids])  # [n_groups, G]
         success = np.stack([completed[i].success for i in ids])
         advantages = grpo_advantages(returns, self.normalize_std)
-        keep = group_filter_mask(success) if self.filter_groups else np.ones(len(ids), dtype=bool)
+        keep = np.ones(len(ids), dtype=bool)
+        if self.filter_groups:
+            if isinstance(self.env, GroupResetVecEnv) and not self.env.saw_success_info:
+                if not self._warned_no_success:
+                    self._warned_no_success = True
+                    warnings.warn("filter_groups is on but the env's final infos carry no success flag "
+                                  "(success_once / success / is_success); not filtering", stacklevel=2)
+            else:
+                keep = group_filter_mask(success)
 
         traj = buffer.trajectory_ids
         row = np.clip(np.searchsorted(ids, traj), 0, len(ids) - 1)

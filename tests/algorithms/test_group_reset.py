@@ -2,9 +2,12 @@
 
 import numpy as np
 import pytest
+from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
+from algorithms import GRPO
 from algorithms.group_reset import GroupResetVecEnv
+from behavior_gym.wrappers import ActionChunkWrapper, SB3ObservationWrapper
 
 
 def assert_same_obs(obs, i, j):
@@ -94,3 +97,18 @@ def test_subproc_vec_env(toys):
 def test_group_size_must_divide(toys):
     with pytest.raises(ValueError, match="multiple of group_size"):
         GroupResetVecEnv(toys.make_toy_vec_env(3), group_size=2)
+
+
+def test_warns_when_a_group_does_not_start_alike(toys):
+    class IgnoresSeed(toys.ToyBehaviorEnv):
+        def reset(self, *, seed=None, options=None):
+            return super().reset(seed=None)
+
+    fns = [lambda: Monitor(SB3ObservationWrapper(ActionChunkWrapper(IgnoresSeed()))) for _ in range(2)]
+    with pytest.warns(UserWarning, match="initial observations differ"):
+        GroupResetVecEnv(DummyVecEnv(fns), group_size=2, seed=0).reset()
+
+
+def test_grpo_needs_groups_of_two(toys):
+    with pytest.raises(ValueError, match="at least 2"):
+        GRPO(toys.TinyTokenPolicy, toys.make_toy_vec_env(2), group_size=1)

@@ -89,6 +89,12 @@ def test_grpo_advantages_filtering_and_masks(toys):
                 mask=np.array(mask), trajectory_id=np.array(traj))
     completed = {5: GroupResult(np.array([1.0, 0.0]), np.array([True, False]), 0),
                  6: GroupResult(np.array([1.0, 1.0]), np.array([True, True]), 0)}  # all success: filtered
+    masks = buf.masks.copy()
+    with pytest.warns(UserWarning, match="no success flag"):  # nothing to filter on: keeps every group
+        model._assign_advantages(buf, completed)
+    assert buf.masks[0, 2] == 1.0
+    buf.masks = masks
+    model.env.saw_success_info = True
     model._assign_advantages(buf, completed)
     a = 0.5 / np.sqrt(0.5)  # (1 - 0.5) / sample std of [1, 0]
     np.testing.assert_allclose(buf.advantages, [[a, -a, 0, 0], [a, 0, 0, 0]], rtol=1e-5)
