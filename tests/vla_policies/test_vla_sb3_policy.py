@@ -169,6 +169,31 @@ def test_ppo_constructs_and_learns_on_a_chunked_env():
     assert env.action_space.contains(action)
 
 
+def test_ppo_save_and_load_restore_the_policy(tmp_path):
+    from stable_baselines3 import PPO
+
+    env = TinyBehaviorEnv(image_size=32)
+    model = PPO(OpenVLAOFTPolicy, env, n_steps=2, batch_size=2, n_epochs=1, seed=0, device="cpu",
+                policy_kwargs={"preset": "tiny", "lora_rank": 2})
+    model.learn(total_timesteps=2)
+    model.save(tmp_path / "ppo")
+    again = PPO.load(tmp_path / "ppo", env=env, device="cpu")
+    state = again.policy.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in model.policy.state_dict().items())
+    obs, _ = env.reset(seed=3)
+    np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], again.predict(obs, deterministic=True)[0])
+
+
+def test_a_one_image_model_reads_the_head_camera_only():
+    policy = make_policy(config_overrides={"num_images_in_input": 1})
+    obs = make_obs(2)
+    with torch.no_grad():
+        a = policy.model(**policy.prepare_inputs(obs)).action_logits
+        obs["wrist_rgb"] = torch.zeros_like(obs["wrist_rgb"])
+        b = policy.model(**policy.prepare_inputs(obs)).action_logits
+    assert policy.prepare_inputs(obs)["pixel_values"].shape[1] == 6 and torch.equal(a, b)
+
+
 def test_ppo_on_behavior_r1pro_env():
     """The real Behavior-R1Pro-v0 (embedded MuJoCo backend) through the chunking and SB3 wrappers."""
     pytest.importorskip("mujoco")

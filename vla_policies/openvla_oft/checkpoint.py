@@ -182,6 +182,9 @@ def load_state_dict(path: str, model: nn.Module, config: OpenVLAOFTConfig, stric
         file = _component_file(path, component)
         if file is not None:
             logger.warning("%s is %s; it is not loaded", os.path.basename(file), why)
+    if os.path.isdir(os.path.join(path, "lora_adapter")):
+        logger.info("%s has a lora_adapter/ folder; its safetensors weights are taken as the merged model and the "
+                    "adapter is not applied again", path)
     if unexpected:
         msg = (f"{len(unexpected)} weight(s) in {path!r} do not belong to this model, e.g. {unexpected[:8]}; "
                "check that config.json matches the weights (pass strict=False to ignore them)")
