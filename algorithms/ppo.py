@@ -178,6 +178,9 @@ class PPO(SB3PPO):
     ):
         if ratio_level not in ("token", "action", "chunk"):
             raise ValueError(f"ratio_level must be 'token', 'action' or 'chunk', got {ratio_level!r}")
+        if rollout_buffer_class is not None and not issubclass(rollout_buffer_class, LeanRolloutBuffer):
+            raise TypeError(f"rollout_buffer_class must be a LeanRolloutBuffer subclass (it keeps the per-token "
+                            f"log-probs and loss masks the update reads), got {rollout_buffer_class.__name__}")
         if micro_batch_size is not None and micro_batch_size < 1:
             raise ValueError(f"micro_batch_size must be >= 1, got {micro_batch_size}")
         self.clip_ratio_low = clip_range if clip_ratio_low is None else clip_ratio_low
@@ -230,9 +233,8 @@ class PPO(SB3PPO):
                 (value if any(pat in name for pat in self.value_param_patterns) else main).append(p)
         if not main and not value:
             raise ValueError("the policy has no trainable parameters (requires_grad=False everywhere)")
-        groups = [{"params": main, "lr": lr, "name": "policy"}]
-        if value:
-            groups.append({"params": value, "lr": value_lr, "name": "value_head"})
+        groups = [{"params": params, "lr": group_lr, "name": name}
+                  for name, params, group_lr in (("policy", main, lr), ("value_head", value, value_lr)) if params]
         opt_class = getattr(self.policy, "optimizer_class", th.optim.Adam)
         opt_kwargs = dict(getattr(self.policy, "optimizer_kwargs", None) or {})
         return opt_class(groups, lr=lr, **opt_kwargs)
