@@ -265,7 +265,16 @@ class PPO(SB3PPO):
             else:
                 actions, values, log_prob = self.policy(obs_tensor)
         log_prob = log_prob.float()
-        return actions, values.float().reshape(-1), log_prob if log_prob.dim() == 2 else log_prob[:, None]
+        return actions, self._values(values, actions.shape[0]), log_prob if log_prob.dim() == 2 else log_prob[:, None]
+
+    def _values(self, values: th.Tensor | None, n: int) -> th.Tensor:
+        """Values as float32 [n]; a policy without a value head may return None, which only GRPO accepts."""
+        if values is None:
+            if self._use_value_loss:
+                raise ValueError(f"{type(self.policy).__name__} returned no values: PPO needs a value head "
+                                 "(GRPO does not)")
+            return th.zeros(n, device=self.device)
+        return values.float().reshape(-1)
 
     def _env_actions(self, actions: np.ndarray) -> np.ndarray:
         if isinstance(self.action_space, spaces.Box):
@@ -368,7 +377,8 @@ class PPO(SB3PPO):
                 values, log_prob, entropy = self.policy.evaluate_actions(obs, actions, per_token=True)
             else:
                 values, log_prob, entropy = self.policy.evaluate_actions(obs, actions)
-        return values.float().reshape(-1), log_prob.float(), None if entropy is None else entropy.float()
+        values = self._values(values, log_prob.shape[0])
+        return values, log_prob.float(), None if entropy is None else entropy.float()
 
     def _loss(self, mb: LeanRolloutBufferSamples, clip_low: float, clip_high: float,
               clip_vf: float | None) -> dict[str, th.Tensor]:

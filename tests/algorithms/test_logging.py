@@ -81,6 +81,7 @@ def test_missing_backend_says_what_to_install(tmp_path, monkeypatch, backend):
         make_logger(str(tmp_path), ["mlflow"])
 
 
+@pytest.mark.filterwarnings("ignore::tqdm.TqdmExperimentalWarning")
 def test_progress_bar(toys, tmp_path):
     model = PPO(toys.TinyTokenPolicy, toys.make_toy_vec_env(2), n_steps=6, batch_size=12, n_epochs=1, seed=0)
     model.set_logger(make_logger(str(tmp_path)))

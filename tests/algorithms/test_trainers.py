@@ -202,3 +202,23 @@ def test_grpo_trajectories_spanning_rollouts(toys):
     expected = (r - r.mean(1, keepdims=True)) / (r.std(1, ddof=1, keepdims=True) + 1e-6)
     np.testing.assert_allclose(buf.advantages[0], expected.reshape(-1), rtol=1e-4, atol=1e-5)
     assert model._n_updates == 1
+
+
+def test_grpo_accepts_a_policy_without_value_head(toys):
+    class NoValue(toys.TinyTokenPolicy):
+        def forward(self, obs, deterministic=False, per_token=False):
+            actions, _, log_prob = super().forward(obs, deterministic, per_token)
+            return actions, None, log_prob
+
+        def evaluate_actions(self, obs, actions, per_token=False):
+            _, log_prob, entropy = super().evaluate_actions(obs, actions, per_token)
+            return None, log_prob, entropy
+
+    model = GRPO(NoValue, toys.make_toy_vec_env(4), group_size=2, n_steps=3, batch_size=12, seed=0)
+    recorded(model)
+    model.learn(12)
+    assert model._n_updates > 0
+    with pytest.raises(ValueError, match="PPO needs a value head"):
+        quiet = PPO(NoValue, toys.make_toy_vec_env(2), n_steps=3, batch_size=6, seed=0)
+        recorded(quiet)
+        quiet.learn(6)
