@@ -1,9 +1,20 @@
 """PPO and GRPO for VLA policies on Stable-Baselines3 (SPEC §6).
 
-    from algorithms import PPO, GRPO
-    model = PPO(OpenVLAOFTPolicy, vec_env, n_steps=64, batch_size=16, micro_batch_size=2, clip_ratio_low=0.2,
-                clip_ratio_high=0.28, value_lr=3e-3, policy_kwargs={...})
-    model.learn(total_timesteps)
+    import gymnasium as gym
+    from stable_baselines3.common.env_util import make_vec_env
+    from algorithms import GRPO, PPO, VideoRecorderCallback, make_logger
+    from behavior_gym.wrappers import ActionChunkWrapper, SB3ObservationWrapper
+    from vla_policies import OpenVLAOFTPolicy
+
+    make = lambda: SB3ObservationWrapper(ActionChunkWrapper(
+        gym.make("behavior_gym:Behavior-R1Pro-v0", task="pick_and_place", obs_every=8), chunk=8))
+    model = PPO(OpenVLAOFTPolicy, make_vec_env(make, n_envs=8), n_steps=64, batch_size=16, micro_batch_size=2,
+                clip_ratio_low=0.2, clip_ratio_high=0.28, clip_range_vf=0.2, value_lr=3e-3,
+                policy_kwargs={"model_path": "/ckpt/openvla-oft-behavior", "lora_rank": 32})
+    # or GRPO(..., group_size=4): groups of 4 envs start each episode from the same seeded state
+    model.set_logger(make_logger("logs/ppo", ["tensorboard", "wandb"], mode="offline"))
+    model.learn(100_000, callback=VideoRecorderCallback(info_on_video=True), progress_bar=True)
+    model.save("logs/ppo/checkpoint")  # atomic; PPO.load("logs/ppo/checkpoint.zip", env=...) resumes
 
 `objectives` holds the losses as pure functions, `buffers` the lean rollout storage, `metrics` the
 metric names, `logging` the TensorBoard / W&B / SwanLab logger, `callbacks` the video recorder and

@@ -10,7 +10,9 @@ executed step plus:
 - ``chunk_dones``: bool [K], their OR;
 - ``chunk_steps``: how many of the K actions were executed.
 
-The env's own `info["episode_len"]` stays the true number of env steps. Unlike RLinf's `chunk_step`,
+The env's own `info["episode_len"]` stays the true number of env steps. With
+``gym.make(..., obs_every=K)`` the cameras render only at chunk boundaries (and at episode ends), which
+is all a chunked policy sees. Unlike RLinf's `chunk_step`,
 a done inside the chunk stops it there: the actions after the end are never sent to a finished
 episode, so SB3's vector envs auto-reset exactly that env at the right step.
 """
