@@ -24,6 +24,7 @@ from behavior_gym.experts.ik import ArmIK, grasp_rotation
 from behavior_gym.spaces import ACTION_HIGH, ACTION_LOW, ACTION_PART, GRIPPER_OPEN_WIDTH
 
 DT = 1.0 / r1.CONTROL_HZ
+DV = np.array([0.02, 0.02, 0.03])  # gentle experts: the most the base velocity changes per step
 TORSO = ACTION_PART["torso"].slice
 ARM = {"left": ACTION_PART["left_arm"].slice, "right": ACTION_PART["right_arm"].slice}
 GRIP = {"left": ACTION_PART["left_gripper"].start, "right": ACTION_PART["right_gripper"].start}
@@ -278,7 +279,16 @@ class ScriptedExpert:
             n = np.linalg.norm(v)
             if n > 0.6:
                 v *= 0.6 / n
-            self.cmd[:3] = (v[0], v[1], float(np.clip(3.0 * eyaw, -0.9, 0.9)))
+            new = np.array([v[0], v[1], float(np.clip(3.0 * eyaw, -0.9, 0.9))])
+            if self.gentle and self.holding is not None:
+                # Slower, with smooth accelerations: a jerk of the base shakes a held object out of
+                # the fingers.
+                n = np.linalg.norm(new[:2])
+                if n > 0.35:
+                    new[:2] *= 0.35 / n
+                new[2] = np.clip(new[2], -0.45, 0.45)
+                new = self.cmd[:3] + np.clip(new - self.cmd[:3], -DV, DV)
+            self.cmd[:3] = new
             yield self._with_gravity_offset(self.cmd)
         self._base_goal = self.base_pose()
         yield from self.wait(4)
@@ -286,11 +296,8 @@ class ScriptedExpert:
     # -- manipulation ----------------------------------------------------------------------------
     def grasp_yaw(self, name: str) -> float:
         """World yaw for the finger-closing axis across the object's narrow horizontal side."""
-        o = self.task.scene.objects[name]
-        yaw = self.body_yaw(name)
-        hx, hy = o.half[0], o.half[1]
-        # Fingers close along the site's y axis = (yaw_grasp + pi/2): align it with the short side.
-        g = yaw if hx >= hy else yaw + math.pi / 2
+        g, _, _ = self.footprint(name)
+        # Fingers close along the site's y axis = (yaw_grasp + pi/2): across the short side.
         # Keep the hand's heading within +-90 deg of the robot's for a comfortable wrist.
         byaw = self.base_pose()[2]
         rel = (g - byaw + math.pi) % (2 * math.pi) - math.pi
@@ -299,6 +306,17 @@ class ScriptedExpert:
         elif rel < -math.pi / 2:
             rel += math.pi
         return byaw + rel
+
+    def footprint(self, name: str) -> tuple[float, float, float]:
+        """(world yaw of the long horizontal axis, long half extent, short half extent) of an object
+        as it lies now (a can on its side has its long axis horizontal)."""
+        o = self.task.scene.objects[name]
+        R = self.data.xmat[self.model.body(o.body).id].reshape(3, 3)
+        up = int(np.argmax(np.abs(R[2, :])))
+        (i, j) = [k for k in range(3) if k != up]
+        if o.half[i] < o.half[j]:
+            i, j = j, i
+        return math.atan2(R[1, i], R[0, i]), o.half[i], o.half[j]
 
     def arm_for(self, p) -> str:
         return "left" if self.to_robot(p)[1] >= 0 else "right"
@@ -319,8 +337,7 @@ class ScriptedExpert:
         yield from self.gripper(arm, True, steps=2)
         yield from self.reach(arm, (c[0], c[1], max(hi[2] + 0.1, z + 0.1)), yaw)
         yield from self.reach(arm, (c[0], c[1], z), yaw, speed=0.8, linear=True)
-        o = self.task.scene.objects[name]
-        yield from self.gripper(arm, False, steps=12, width=2 * min(o.half[0], o.half[1]) if self.gentle else None)
+        yield from self.gripper(arm, False, steps=12, width=2 * self.footprint(name)[2] if self.gentle else None)
         z0 = lo[2]
         yield from self.reach(arm, (c[0], c[1], hi[2] + lift), yaw, speed=1.0, linear=True)
         # Held: touching both fingers, or at least lifted with the hand (a can can rest on one finger).

@@ -484,6 +484,9 @@ def _build_free(world: mujoco.MjSpec, o: SceneObject, slot: int | None) -> None:
     shape = spec.shape
     common = dict(name=f"{o.name}/geom", rgba=list(rgba), mass=spec.mass, contype=COLLIDE_OBJECT[0],
                   conaffinity=COLLIDE_OBJECT[1], friction=friction)
+    if shape in ("cylinder", "sphere", "capsule_x", "ellipsoid"):
+        # Rolling resistance (condim 6): without it a dropped can or ball rolls on for metres.
+        common.update(condim=6, friction=[1.0, 0.01, 0.003])
     if shape == "cylinder":
         body.add_geom(type=_G.mjGEOM_CYLINDER, size=[min(sx, sy) / 2, sz / 2, 0], **common)
     elif shape == "sphere":
