@@ -16,6 +16,12 @@ from algorithms.callbacks import tile_observation
 from behavior_gym.wrappers import ActionChunkWrapper, SB3ObservationWrapper
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_dir(tmp_path, monkeypatch):
+    # MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory: keep them out of the checkout
+    monkeypatch.chdir(tmp_path)
+
+
 class Recorder(KVWriter):
     def __init__(self):
         self.values: dict[str, list] = {}
