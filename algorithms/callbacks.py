@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+from algorithms.group_reset import GroupResetVecEnv
 from behavior_gym.spaces import decode_instruction
 
 
@@ -153,21 +154,24 @@ class VideoRecorderCallback(BaseCallback):
     def _on_step(self) -> bool:
         infos, dones = self.locals["infos"], self.locals["dones"]
         rewards, new_obs = self.locals["rewards"], self.locals["new_obs"]
-        frames = self._render()
-        for i, frame in zip(self.env_indices, frames):
-            info = infos[i]
-            if info.get("group_idle"):
-                continue  # a GRPO member waiting for its group: not part of any episode
+        grouped = isinstance(self.training_env, GroupResetVecEnv)
+        # render only the envs whose frame is used: filmed episodes, and episodes that start now
+        needed = [i for i in self.env_indices
+                  if dones[i] or infos[i].get("group_reset")
+                  or (self._writers.get(i) is not None and not infos[i].get("group_idle"))]
+        frames = dict(zip(needed, self._render(needed))) if needed else {}
+        for i in needed:
+            info, frame = infos[i], frames[i]
             if dones[i]:
                 last = tile_observation(info.get("terminal_observation"))
                 if last is not None:
                     self._add(i, last, info, float(rewards[i]))
                 self._finish(i)
                 self._episode[i] += 1
+                if grouped and not info.get("group_reset"):
+                    continue  # a GRPO member waits for its group; its next episode starts at the group reset
                 self._start(i, frame, self._obs_of(new_obs, i), info={})
             elif info.get("group_reset"):  # a waiting GRPO member starts its group's next episode
-                self._finish(i)
-                self._episode[i] += 1
                 self._start(i, frame, self._obs_of(new_obs, i), info={})
             else:
                 self._add(i, frame, info, float(rewards[i]))
@@ -178,8 +182,9 @@ class VideoRecorderCallback(BaseCallback):
             self._finish(i)
 
     # -- helpers ----------------------------------------------------------------------------------
-    def _render(self) -> list[np.ndarray]:
-        return self.training_env.env_method("render", indices=list(self.env_indices))
+    def _render(self, indices: Sequence[int] | None = None) -> list[np.ndarray]:
+        indices = list(self.env_indices if indices is None else indices)
+        return self.training_env.env_method("render", indices=indices)
 
     @staticmethod
     def _obs_of(obs: Any, i: int) -> Any:

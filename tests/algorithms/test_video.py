@@ -79,3 +79,17 @@ def test_odd_frame_sizes_are_padded(tmp_path, size):
     writer.close()
     frames, _ = read_mp4(tmp_path / "odd.mp4")
     assert frames.shape == (3, 64, 96, 3)
+
+
+def test_grpo_member_waiting_for_its_group(toys, tmp_path):
+    """Env 0 ends after 1 chunk, its group partner after 3: env 0's videos hold its own episodes only,
+    each starting at the group's seeded reset, none made of the steps it spent waiting."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    venv = DummyVecEnv([lambda n=n: toys.make_toy_env(max_episode_steps=n) for n in (8, 24)])
+    model = GRPO(toys.TinyTokenPolicy, venv, group_size=2, n_steps=6, batch_size=12, n_epochs=1, seed=0)
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    cb = VideoRecorderCallback(str(tmp_path), env_indices=(0,))
+    model.learn(12, callback=cb)
+    assert [p.split("/")[-1] for p in cb.paths] == ["episode_000000.mp4", "episode_000001.mp4", "episode_000002.mp4"]
+    assert [len(read_mp4(p)[0]) for p in cb.paths] == [2, 2, 1]  # reset + 1 chunk; the last one just started
