@@ -206,3 +206,24 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_config, processor)
         (out.action_logits.logsumexp(-1).mean() + out.values.sum()).backward()
     for (name, a), b in zip(plain.named_parameters(), ckpt.parameters()):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_causal_attention_option(tiny_config, processor):
+    torch.manual_seed(0)
+    model = build_model(tiny_config.replace(causal_attention=True)).eval()
+    texts = ["go", "open the top drawer of the kitchen cabinet"]
+    batch = model_inputs(processor, texts, seed=5)
+    with torch.no_grad():
+        out = model(**batch).action_logits
+        for i, text in enumerate(texts):  # left padding still changes nothing
+            single = {"pixel_values": batch["pixel_values"][i:i + 1],
+                      **dict(zip(("input_ids", "attention_mask"), processor.tokenize([text])))}
+            torch.testing.assert_close(out[i:i + 1], model(**single).action_logits, rtol=1e-4, atol=1e-5)
+        # nothing attends to later positions: a STOP token after the placeholders changes no logit ...
+        stop = build_model(tiny_config.replace(causal_attention=True, append_stop_token=True)).eval()
+        stop.load_state_dict(model.state_dict())
+        torch.testing.assert_close(stop(**batch).action_logits, out, rtol=1e-4, atol=1e-5)
+        # ... whereas with OFT's bidirectional attention everything sees everything
+        bidir = build_model(tiny_config).eval()
+        bidir.load_state_dict(model.state_dict())
+        assert (bidir(**batch).action_logits - out).abs().max() > 1e-4

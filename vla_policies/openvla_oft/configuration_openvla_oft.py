@@ -102,6 +102,10 @@ class OpenVLAOFTConfig:
             RLinf's RL models drop it (False).
         action_normalization: "bounds_q99" (q01/q99) or "bounds" (min/max).
         attn_implementation: "sdpa" or "eager" (both run the bidirectional mask; flash-attention cannot).
+        causal_attention: use a causal mask instead of OFT's bidirectional attention. OFT's
+            parallel decoding is bidirectional (its transformers fork patches SDPA only); RLinf's
+            configs ask for flash_attention_2, which that fork leaves causal, so a checkpoint trained
+            that way may need True.
         torch_dtype: dtype the weights are stored in.
         extra: fields of a loaded config.json that this class does not know; written back unchanged.
     """
@@ -136,6 +140,7 @@ class OpenVLAOFTConfig:
     append_stop_token: bool = False
     action_normalization: str = "bounds_q99"
     attn_implementation: str = "sdpa"
+    causal_attention: bool = False
     torch_dtype: str = "bfloat16"
     extra: dict[str, Any] = field(default_factory=dict)
 

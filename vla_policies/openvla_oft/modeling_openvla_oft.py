@@ -11,7 +11,8 @@ is bidirectional over the whole sequence (OFT's patched SDPA: the causal mask be
 mask). The placeholders' input embeddings are zero: they carry only their position. The hidden
 states of the last prompt token and the first A*K-1 placeholders give, through the LM head
 restricted to the 256 action token ids, the logits of the A*K action tokens; the value head reads
-the last prompt token's final hidden state.
+the last prompt token's final hidden state. (`config.causal_attention` switches to a causal mask for
+checkpoints trained that way.)
 
 Weights use the released key names (`vision_backbone.featurizer.*`, `vision_backbone.fused_featurizer.*`,
 `projector.*`, `language_model.*`, LayerScale `scale_factor`), so checkpoints load without renaming.
@@ -342,10 +343,7 @@ class OpenVLAOFTForActionPrediction(nn.Module):
         """
         inputs_embeds, mask = self.build_inputs(pixel_values, input_ids, attention_mask, proprio)
         position_ids = (mask.cumsum(dim=-1) - 1).clamp(min=0)
-        # Bidirectional attention: an additive key-padding mask for every query (never None, which
-        # would make transformers fall back to its causal mask).
-        bias = torch.zeros(mask.shape, dtype=inputs_embeds.dtype, device=mask.device)
-        bias = bias.masked_fill(mask == 0, torch.finfo(inputs_embeds.dtype).min)[:, None, None, :]
+        bias = self._attention_bias(mask, inputs_embeds.dtype)
         hidden = self.language_model.model(inputs_embeds=inputs_embeds, attention_mask=bias,
                                            position_ids=position_ids, use_cache=False).last_hidden_state
         n_act = self.config.num_action_tokens
@@ -353,6 +351,16 @@ class OpenVLAOFTForActionPrediction(nn.Module):
         logits = self.action_logits(hidden[:, start:start + n_act])
         values = self.value_head(hidden[:, start]) if self.value_head is not None else None
         return OpenVLAOFTOutput(logits, values, hidden if output_hidden_states else None)
+
+    def _attention_bias(self, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        # An additive 4-D mask, always given: with None transformers would build its causal mask.
+        # Bidirectional (OFT): the key-padding mask, the same for every query, [B, 1, 1, L].
+        blocked = (mask == 0)[:, None, None, :]
+        if self.config.causal_attention:
+            n = mask.shape[1]
+            future = torch.ones(n, n, dtype=torch.bool, device=mask.device).triu(1)
+            blocked = blocked | future  # [B, 1, L, L]
+        return torch.zeros(blocked.shape, dtype=dtype, device=mask.device).masked_fill(blocked, torch.finfo(dtype).min)
 
     def action_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """LM-head logits of the action token ids only: [..., n_bins]."""
