@@ -18,6 +18,11 @@ chunk-level value head on the last prompt token.
 
 Nothing here re-initialises weights: BasePolicy has no orthogonal init, and the model is used as
 loaded (or as its preset initialised it).
+
+For RLinf's Behavior checkpoint (reference §4.5) its settings are: `unnorm_key="behavior_turn_on_radio"`,
+`center_crop=0.9`, chunks of 8 (the default), sampling temperature 1.0 in training and greedy or 0.6
+in evaluation, top-k 50. RLinf requests flash-attention, which its transformers fork runs causally;
+if the checkpoint's greedy actions look wrong, try `config_overrides={"causal_attention": True}`.
 """
 
 from __future__ import annotations
