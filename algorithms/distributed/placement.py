@@ -13,8 +13,11 @@
     actor: 6-7
 
 A key names one or more components separated by commas; a value is ``all``, one id, a range ``a-b``,
-a comma-separated mix (``0-1,4,6-7``) or a YAML list. With several nodes, ids are global: GPU ``g``
-is local GPU ``g % gpus_per_node`` of node ``g // gpus_per_node`` (RLinf's convention). On a cluster
+a comma-separated mix (``0-1,4,6-7``) or a YAML list. When entries name the same component, the later
+one counts: Hydra merges overrides into this mapping, so ``++cluster.component_placement={env: 0-1,
+rollout: 2-5, actor: 6-7}`` re-places all three components of a config that says ``env,rollout,actor: all``.
+With several nodes, ids are global: GPU ``g`` is local GPU ``g % gpus_per_node`` of node
+``g // gpus_per_node`` (RLinf's convention). On a cluster
 without GPUs, ``all`` means the CPUs of every node and naming a GPU id is an error.
 
 Everything here is pure (no Ray): `parse_component_placement` turns the config into a
@@ -167,8 +170,8 @@ def parse_component_placement(spec: Mapping[str, Any], num_nodes: int, gpus_per_
             if name not in COMPONENTS:
                 raise PlacementError(key, f"unknown component {name!r}; the components are "
                                           f"{', '.join(COMPONENTS)} (several may share a key: 'env,rollout,actor')")
-            if name in devices:
-                raise PlacementError(key, f"component {name!r} is placed twice; give each component one entry")
+        if len(set(names)) != len(names):
+            raise PlacementError(key, "names a component twice")
         ids = parse_device_ids(value, key)
         if ids is None:
             placed = ([Device(n, g) for n in range(num_nodes) for g in range(gpus_per_node)] if total
@@ -182,7 +185,7 @@ def parse_component_placement(spec: Mapping[str, Any], num_nodes: int, gpus_per_
                 raise PlacementError(key, f"GPU {_ranges(missing)} does not exist: the cluster has {total} GPU(s) "
                                           f"({num_nodes} node(s) x {gpus_per_node}), ids 0-{total - 1}")
             placed = [Device(i // gpus_per_node, i % gpus_per_node) for i in ids]
-        for name in names:
+        for name in names:  # a later entry re-places a component (how Hydra overrides merge into this dict)
             devices[name] = tuple(sorted(placed))
     missing = [c for c in COMPONENTS if c not in devices]
     if missing:

@@ -62,6 +62,14 @@ def test_multi_node_ids_are_global():
     assert actor_devices(p)[0] == 0 and len(actor_devices(p)[1]) == 8  # the trainer's node
 
 
+def test_a_later_entry_re_places_a_component():
+    """Hydra merges an override into the inherited mapping: its entries come later and win."""
+    p = parse_component_placement({"env,rollout,actor": "all", "env": "0-1", "rollout": "2-5", "actor": "6-7"}, 1, 8)
+    assert p.layout == "disaggregated" and gpus(p, "rollout") == [2, 3, 4, 5]
+    p = parse_component_placement({"env": "0-3", "rollout": "4-7", "actor": "0-7", "env,rollout,actor": "all"}, 1, 8)
+    assert p.layout == "collocated"
+
+
 @pytest.mark.parametrize("value,ids", [("all", None), (3, [3]), ("0-3", [0, 1, 2, 3]), ("0-1, 4,6-7", [0, 1, 4, 6, 7]),
                                        ([2, 0], [0, 2]), ("5", [5])])
 def test_device_id_syntax(value, ids):
@@ -72,7 +80,7 @@ def test_device_id_syntax(value, ids):
     ({"env": "0-3", "rollout": "4-8", "actor": "0-7"}, "cluster.component_placement.rollout", "GPU 8 does not exist"),
     ({"env": "0-3", "rollout": "4-7", "critic": "0-7"}, "cluster.component_placement.critic", "unknown component"),
     ({"env": "0-3", "rollout": "4-7"}, "cluster.component_placement", "no placement for actor"),
-    ({"env,rollout": "all", "env": "0", "actor": "all"}, "cluster.component_placement.env", "placed twice"),
+    ({"env,env": "all", "rollout": "0", "actor": "all"}, "cluster.component_placement.env,env", "component twice"),
     ({"env": "3-1", "rollout": "4-7", "actor": "0-7"}, "cluster.component_placement.env", "a <= b"),
     ({"env": "0-1,1", "rollout": "4-7", "actor": "0-7"}, "cluster.component_placement.env", "appear twice"),
     ({"env": "zero", "rollout": "4-7", "actor": "0-7"}, "cluster.component_placement.env", "cannot read"),

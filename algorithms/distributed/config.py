@@ -1,0 +1,460 @@
+"""The schema of an embodied training run (`examples/embodiment/config/*.yaml`) and its validation.
+
+The dataclasses below are the single list of keys a run accepts, with their types and defaults.
+`validate_config` checks a composed Hydra config against them *before anything starts*: unknown keys
+(with the closest known key), values of the wrong type, and values that cannot work together
+(placement, env counts, batch sizes, model paths, logger backends, the simulator backend). Every
+problem is reported at once, each with its key and what to do. The result is a typed `RunConfig`.
+
+Key names follow the user guide and RLinf's Behavior configs (`cluster.component_placement`,
+`rollout.pipeline_stage_num`, `runner.logger.log_path`, `env.train.total_num_envs`, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from algorithms.distributed.placement import (
+    ComponentPlacement,
+    PlacementError,
+    env_worker_devices,
+    parse_component_placement,
+)
+
+LOGGER_BACKENDS = ("tensorboard", "wandb", "swanlab")
+PRESETS = ("tiny", "small", "7.5b")
+PRECISIONS = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+LOGPROB_TYPES = {"token_level": "token", "action_level": "action", "chunk_level": "chunk"}
+ADV_TYPES = ("gae", "grpo")
+
+
+# ---------------------------------------------------------------------------------------- schema
+@dataclass
+class LoggerConfig:
+    """`runner.logger`: where and how metrics go."""
+
+    log_path: str = "logs"  # root; each run writes to <log_path>/<time>-<config name>
+    project_name: str = "behavior-rl"
+    experiment_name: str = "behavior"
+    logger_backends: list[str] = field(default_factory=lambda: ["tensorboard"])
+
+
+@dataclass
+class RunnerConfig:
+    task_type: str = "embodied"
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    max_epochs: int = 100  # training steps: one rollout + one update each
+    max_steps: int = -1  # if > 0, at most this many training steps (RLinf's cap on max_epochs)
+    save_interval: int = 10  # checkpoint every N training steps (0: only the final one)
+    resume_dir: str | None = None  # a checkpoints/global_step_N folder (or its actor.zip) to continue from
+
+
+@dataclass
+class ClusterConfig:
+    num_nodes: int = 1
+    component_placement: dict[str, Any] = field(default_factory=dict)
+    ray_address: str | None = None  # None: start Ray here (1 node) or join the running cluster ("auto", >1 node)
+
+
+@dataclass
+class EnvConfig:
+    """`env.train`: the training envs (Behavior-R1Pro-v0 through `gym.make`)."""
+
+    backend: str = "mujoco"  # "mujoco" (embedded) or "omnigibson" (BEHAVIOR-1K on Isaac Sim)
+    task: str = "pick_and_place"
+    instance_id: int = 0
+    image_size: int = 224
+    total_num_envs: int = 8
+    num_env_subprocess: int = 1  # env worker processes per env device (GPU, or CPU node)
+    max_episode_steps: int | None = None  # None: the task's own limit
+    max_steps_per_rollout_epoch: int = 256  # env steps per env in one rollout epoch
+    rollout_epoch: int = 1  # rollout epochs per training step
+    skip_intermediate_obs_in_chunk: bool = True  # render cameras only at chunk boundaries
+    reward_coef: float = 1.0
+    success_bonus: float = 0.0
+    seed: int = 0
+    max_worker_restarts: int = 3  # per env worker; a worker that dies more often stops the run
+    omni_config: dict[str, Any] = field(default_factory=dict)  # OmniGibson config overrides (backend omnigibson)
+
+
+@dataclass
+class EnvSection:
+    train: EnvConfig = field(default_factory=EnvConfig)
+
+
+@dataclass
+class SamplingConfig:
+    temperature_train: float = 1.0
+    top_k: int = 0  # 0: all 256 action tokens
+
+
+@dataclass
+class RolloutConfig:
+    pipeline_stage_num: int = 1  # split the envs into stages: one steps while the policy acts for another
+    sampling_params: SamplingConfig = field(default_factory=SamplingConfig)
+
+
+@dataclass
+class ModelConfig:
+    """`actor.model`: the OpenVLA-OFT policy (`vla_policies.OpenVLAOFTPolicy`)."""
+
+    model_type: str = "openvla_oft"
+    model_path: str | None = None  # a released OpenVLA(-OFT) / RLinf checkpoint folder
+    preset: str | None = None  # or a randomly initialised "tiny" / "small" / "7.5b" model
+    precision: str = "bf16"  # bf16, fp16 or fp32
+    num_action_chunks: int = 8
+    action_dim: int = 23
+    num_images_in_input: int = 3
+    image_size: int | None = None  # model input resolution (presets only; a checkpoint fixes its own)
+    unnorm_key: str | None = None
+    use_proprio: bool = False
+    is_lora: bool = False
+    lora_rank: int = 32
+    lora_alpha: int | None = None
+    gradient_checkpointing: bool = False
+    freeze_vision_backbone: bool = False
+    center_crop: float | None = None  # crop this fraction of the image area (OFT evaluation uses 0.9)
+    attn_implementation: str = "sdpa"
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    value_lr: float = 3e-3
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.01
+    clip_grad: float = 10.0
+
+
+@dataclass
+class ActorConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    micro_batch_size: int = 2
+    global_batch_size: int = 16
+    seed: int = 1234
+
+
+@dataclass
+class AlgorithmConfig:
+    adv_type: str = "gae"  # "gae": PPO; "grpo": GRPO
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    normalize_advantages: bool = True
+    clip_ratio_low: float = 0.2
+    clip_ratio_high: float = 0.28
+    clip_ratio_c: float | None = None  # dual clip (None: off)
+    value_clip: float | None = 0.2
+    value_loss_type: str = "huber"
+    huber_delta: float = 10.0
+    vf_coef: float = 1.0
+    entropy_bonus: float = 0.0
+    update_epoch: int = 1
+    target_kl: float | None = None
+    logprob_type: str = "token_level"  # token_level, action_level or chunk_level ratios
+    reward_type: str = "chunk_level"
+    group_size: int = 1  # GRPO: envs per group (same initial state)
+    normalize_std: bool = True  # GRPO: divide by the group's std
+    filter_rewards: bool = False  # GRPO: drop groups that all succeeded or all failed
+
+
+@dataclass
+class VideoConfig:
+    save_video: bool = False
+    info_on_video: bool = True
+    video_base_dir: str = "${runner.logger.log_path}/video/train"
+    fps: int = 15
+    every_n_episodes: int = 1
+    max_videos: int | None = None
+
+
+@dataclass
+class RunConfig:
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    env: EnvSection = field(default_factory=EnvSection)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    actor: ActorConfig = field(default_factory=ActorConfig)
+    video_cfg: VideoConfig = field(default_factory=VideoConfig)
+
+    # -- derived values ---------------------------------------------------------------------------
+    @property
+    def n_steps(self) -> int:
+        """Chunk steps per env per training step (SB3's `n_steps`)."""
+        e = self.env.train
+        return e.rollout_epoch * e.max_steps_per_rollout_epoch // self.actor.model.num_action_chunks
+
+    @property
+    def num_training_steps(self) -> int:
+        r = self.runner
+        return min(r.max_epochs, r.max_steps) if r.max_steps > 0 else r.max_epochs
+
+
+# ---------------------------------------------------------------------------------------- errors
+class ConfigError(ValueError):
+    """Every problem of a config, one line each: ``key: what is wrong; what to do``."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        lines = "\n".join(f"  - {key}: {msg}" for key, msg in problems)
+        super().__init__(f"the config has {len(problems)} problem(s); nothing was started:\n{lines}")
+
+    @property
+    def keys(self) -> list[str]:
+        return [k for k, _ in self.problems]
+
+
+_FREE_FORM = {"cluster.component_placement", "env.train.omni_config"}  # any keys allowed below these
+
+
+def _schema_keys(cls, prefix: str = "") -> dict[str, Any]:
+    """Every key of the schema (full dotted path -> field type), sections included."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        out[key] = f.type
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            out.update(_schema_keys(type(default), key + "."))
+    return out
+
+
+_KEYS = _schema_keys(RunConfig)
+# Where users coming from RLinf's yaml or blog put keys that live elsewhere here.
+_MOVED = {
+    "env.pipeline_stage_num": "rollout.pipeline_stage_num",
+    "env.train.pipeline_stage_num": "rollout.pipeline_stage_num",
+    "env.train.video_cfg": "video_cfg",
+    "env.video_cfg": "video_cfg",
+    "rollout.model": "actor.model",
+    "env.train.group_size": "algorithm.group_size",
+    "algorithm.entropy_coef": "algorithm.entropy_bonus",
+}
+
+
+def _unknown_keys(raw: Any, prefix: str = "") -> list[tuple[str, str]]:
+    problems = []
+    if not isinstance(raw, dict):
+        return problems
+    for k, v in raw.items():
+        key = f"{prefix}{k}"
+        if key in _FREE_FORM:
+            continue
+        if key not in _KEYS:
+            if key in _MOVED:
+                hint = f"this key is {_MOVED[key]} here"
+            else:
+                leaf = key.rsplit(".", 1)[-1]
+                same_leaf = [k2 for k2 in _KEYS if k2.rsplit(".", 1)[-1] == leaf]
+                close = same_leaf or difflib.get_close_matches(key, list(_KEYS), n=3, cutoff=0.75)
+                hint = f"did you mean {' or '.join(close)}?" if close else "remove it"
+            problems.append((key, f"unknown key; {hint}"))
+        elif isinstance(v, dict) and dataclasses.is_dataclass(_default_of(key)):
+            problems.extend(_unknown_keys(v, key + "."))
+    return problems
+
+
+def _default_of(key: str) -> Any:
+    obj: Any = RunConfig()
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def to_run_config(cfg: DictConfig | dict) -> RunConfig:
+    """Type-check `cfg` against the schema (unknown keys, types, missing interpolations) and return the
+    typed config. Raises `ConfigError`; semantic checks are `check_run_config`'s."""
+    try:
+        raw = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    except OmegaConfBaseException as e:
+        raise ConfigError([(str(getattr(e, "full_key", "") or "?"), f"cannot resolve: {e.msg}")]) from None
+    problems = _unknown_keys(raw)
+    if problems:
+        raise ConfigError(problems)
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(RunConfig), raw)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        raise ConfigError([(str(getattr(e, "full_key", "") or "?"), f"bad value: {e.msg}")]) from None
+
+
+# ---------------------------------------------------------------------------------------- checks
+def check_run_config(c: RunConfig, gpus_per_node: int) -> ComponentPlacement:
+    """Semantic checks of a typed config for a cluster with `gpus_per_node` GPUs on each node (0: CPUs
+    only); returns the placement. Raises `ConfigError` listing every problem."""
+    problems: list[tuple[str, str]] = []
+    add = lambda key, msg: problems.append((key, msg))  # noqa: E731
+    e, a, m, alg, r = c.env.train, c.actor, c.actor.model, c.algorithm, c.runner
+
+    # runner / logger
+    if r.task_type != "embodied":
+        add("runner.task_type", f"only 'embodied' runs here, got {r.task_type!r}")
+    if r.max_epochs < 1:
+        add("runner.max_epochs", f"must be >= 1, got {r.max_epochs}")
+    if r.save_interval < 0:
+        add("runner.save_interval", f"must be >= 0 (0: only a final checkpoint), got {r.save_interval}")
+    for b in r.logger.logger_backends:
+        if b not in LOGGER_BACKENDS:
+            add("runner.logger.logger_backends", f"unknown backend {b!r}; choose from {list(LOGGER_BACKENDS)}")
+        elif b != "tensorboard" and importlib.util.find_spec(b) is None:
+            add("runner.logger.logger_backends", f"{b!r} is not installed: pip install behavior-rl[{b}]")
+    if r.resume_dir is not None and not os.path.exists(r.resume_dir):
+        add("runner.resume_dir", f"{r.resume_dir!r} does not exist; point it at a checkpoints/global_step_N folder")
+
+    # cluster
+    if c.cluster.num_nodes < 1:
+        add("cluster.num_nodes", f"must be >= 1, got {c.cluster.num_nodes}")
+    placement = None
+    try:
+        placement = parse_component_placement(c.cluster.component_placement, max(c.cluster.num_nodes, 1),
+                                              gpus_per_node)
+    except PlacementError as err:
+        add(err.key, str(err).split(": ", 1)[1])
+
+    # env
+    if e.backend not in ("mujoco", "omnigibson"):
+        add("env.train.backend", f"unknown backend {e.backend!r}; choose 'mujoco' (embedded, runs anywhere) or "
+                                 "'omnigibson' (BEHAVIOR-1K on Isaac Sim)")
+    elif e.backend == "mujoco":
+        msg = _embedded_task_problem(e.task)
+        if msg:
+            add("env.train.task", msg)
+    else:
+        from behavior_gym.backends import omnigibson_available
+
+        ok, why = omnigibson_available()
+        if not ok:
+            add("env.train.backend", f"the OmniGibson backend cannot run here ({why}); install BEHAVIOR-1K, set "
+                                     "ISAAC_PATH and OMNIGIBSON_DATA_PATH, or use env.train.backend=mujoco")
+    if e.image_size < 16:
+        add("env.train.image_size", f"must be >= 16 pixels, got {e.image_size}")
+    n, s = e.total_num_envs, c.rollout.pipeline_stage_num
+    if n < 1:
+        add("env.train.total_num_envs", f"must be >= 1, got {n}")
+    if e.num_env_subprocess < 1:
+        add("env.train.num_env_subprocess", f"must be >= 1, got {e.num_env_subprocess}")
+    if s < 1:
+        add("rollout.pipeline_stage_num", f"must be >= 1, got {s}")
+    elif n >= 1 and n % s:
+        ok_s = [d for d in range(1, n + 1) if n % d == 0]
+        add("rollout.pipeline_stage_num", f"{s} does not divide env.train.total_num_envs={n}; use one of {ok_s} "
+                                          f"or make total_num_envs a multiple of {s}")
+    if placement is not None and n >= 1 and e.num_env_subprocess >= 1:
+        workers = len(env_worker_devices(placement, e.num_env_subprocess))
+        if n % workers:
+            add("env.train.total_num_envs", f"{n} envs cannot be shared evenly by {workers} env workers "
+                                            f"({len(placement.devices['env'])} env device(s) x num_env_subprocess="
+                                            f"{e.num_env_subprocess}); use a multiple of {workers}")
+        if e.backend == "omnigibson":
+            if n != workers:
+                per_device = max(1, n // len(placement.devices["env"]))
+                add("env.train.num_env_subprocess", f"OmniGibson runs one simulator per process: give each of the {n} "
+                                                    f"envs its own worker (num_env_subprocess={per_device})")
+            for node in placement.nodes("env"):
+                gpus = [d.gpu for d in placement.devices["env"] if d.node == node and d.gpu is not None]
+                if gpus and gpus != list(range(len(gpus))):
+                    add("cluster.component_placement.env",
+                        f"env GPUs on node {node} are {gpus}: Isaac Sim can hang unless env workers use GPUs from 0 "
+                        f"(put env on 0-{len(gpus) - 1} and move the other components)")
+    if e.max_steps_per_rollout_epoch < 1 or e.max_steps_per_rollout_epoch % m.num_action_chunks:
+        add("env.train.max_steps_per_rollout_epoch", f"{e.max_steps_per_rollout_epoch} must be a positive multiple "
+                                                     f"of actor.model.num_action_chunks={m.num_action_chunks}")
+    if e.rollout_epoch < 1:
+        add("env.train.rollout_epoch", f"must be >= 1, got {e.rollout_epoch}")
+    if e.max_episode_steps is not None and e.max_episode_steps < 1:
+        add("env.train.max_episode_steps", f"must be >= 1 or null (the task's limit), got {e.max_episode_steps}")
+    if e.max_worker_restarts < 0:
+        add("env.train.max_worker_restarts", f"must be >= 0, got {e.max_worker_restarts}")
+
+    # model
+    if m.model_type != "openvla_oft":
+        add("actor.model.model_type", f"only 'openvla_oft' is available, got {m.model_type!r}")
+    if (m.model_path is None) == (m.preset is None):
+        add("actor.model.model_path", "set exactly one of actor.model.model_path (a checkpoint folder) and "
+                                      f"actor.model.preset ({', '.join(PRESETS)})")
+    elif m.model_path is not None and not os.path.isfile(os.path.join(m.model_path, "config.json")):
+        add("actor.model.model_path", f"{m.model_path!r} is not a model folder (no config.json there); download "
+                                      "RLinf/RLinf-OpenVLAOFT-Behavior and set actor.model.model_path=/its/folder, or "
+                                      "use actor.model.preset=tiny for a test run")
+    elif m.preset is not None and m.preset not in PRESETS:
+        add("actor.model.preset", f"unknown preset {m.preset!r}; choose from {list(PRESETS)}")
+    if m.precision not in PRECISIONS:
+        add("actor.model.precision", f"unknown precision {m.precision!r}; choose from {list(PRECISIONS)}")
+    if m.action_dim != 23:
+        add("actor.model.action_dim", f"the R1 Pro action has 23 values, got {m.action_dim}")
+    if m.num_action_chunks < 1:
+        add("actor.model.num_action_chunks", f"must be >= 1, got {m.num_action_chunks}")
+    if m.image_size is not None and m.model_path is not None:
+        add("actor.model.image_size", "a checkpoint fixes its own input resolution; set it only with a preset")
+    if m.image_size is not None and (m.image_size < 14 or m.image_size % 14):
+        add("actor.model.image_size", f"must be a multiple of the 14-pixel patch size, got {m.image_size}")
+    if m.is_lora and m.lora_rank < 1:
+        add("actor.model.lora_rank", f"must be >= 1 with is_lora, got {m.lora_rank}")
+
+    # batches
+    samples = c.n_steps * n if n >= 1 and m.num_action_chunks >= 1 else 0
+    if a.micro_batch_size < 1 or a.global_batch_size < 1:
+        add("actor.global_batch_size", "actor.global_batch_size and actor.micro_batch_size must be >= 1")
+    else:
+        if a.global_batch_size % a.micro_batch_size:
+            add("actor.micro_batch_size", f"{a.micro_batch_size} does not divide actor.global_batch_size="
+                                          f"{a.global_batch_size}")
+        if samples and a.global_batch_size > samples:
+            add("actor.global_batch_size", f"{a.global_batch_size} is more than the {samples} samples of one rollout "
+                                           f"(total_num_envs x rollout_epoch x max_steps_per_rollout_epoch / "
+                                           f"num_action_chunks); lower it or collect more")
+
+    # algorithm
+    if alg.adv_type not in ADV_TYPES:
+        add("algorithm.adv_type", f"unknown {alg.adv_type!r}; 'gae' trains with PPO, 'grpo' with GRPO")
+    if alg.adv_type == "grpo":
+        if alg.group_size < 2:
+            add("algorithm.group_size", f"GRPO compares G >= 2 trajectories per group, got {alg.group_size}")
+        elif n >= 1 and n % alg.group_size:
+            add("algorithm.group_size", f"{alg.group_size} does not divide env.train.total_num_envs={n}")
+    if alg.logprob_type not in LOGPROB_TYPES:
+        add("algorithm.logprob_type", f"unknown {alg.logprob_type!r}; choose from {list(LOGPROB_TYPES)}")
+    if alg.reward_type != "chunk_level":
+        add("algorithm.reward_type", "only chunk_level rewards (the sum over the chunk) are implemented")
+    if alg.value_loss_type not in ("mse", "huber"):
+        add("algorithm.value_loss_type", f"choose 'mse' or 'huber', got {alg.value_loss_type!r}")
+    if not 0 < alg.gamma <= 1:
+        add("algorithm.gamma", f"must be in (0, 1], got {alg.gamma}")
+    if not 0 <= alg.gae_lambda <= 1:
+        add("algorithm.gae_lambda", f"must be in [0, 1], got {alg.gae_lambda}")
+    if alg.update_epoch < 1:
+        add("algorithm.update_epoch", f"must be >= 1, got {alg.update_epoch}")
+
+    # video
+    if c.video_cfg.fps < 1:
+        add("video_cfg.fps", f"must be >= 1, got {c.video_cfg.fps}")
+    if c.video_cfg.every_n_episodes < 1:
+        add("video_cfg.every_n_episodes", f"must be >= 1, got {c.video_cfg.every_n_episodes}")
+
+    if problems:
+        raise ConfigError(problems)
+    return placement
+
+
+def _embedded_task_problem(task: str) -> str | None:
+    from behavior_gym.tasks.catalogue import all_activities, unsupported_reason
+    from behavior_gym.tasks.skills import SKILLS
+
+    if task in SKILLS:
+        return None
+    if task in all_activities():
+        return unsupported_reason(task)
+    close = difflib.get_close_matches(task, list(SKILLS) + list(all_activities()), n=3, cutoff=0.5)
+    return (f"unknown task {task!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
+            + " (behavior_gym.list_tasks() lists them)")
