@@ -48,3 +48,21 @@ def test_center_crop_keeps_the_middle(tiny_config):
     img[..., 56:168, 56:168] = 255
     pix = proc.preprocess_images(img)
     torch.testing.assert_close(pix[0, 3:6], torch.ones(3, 224, 224))  # only the white centre remains
+
+
+def test_sentencepiece_only_checkpoint_tokenizer(tmp_path, tiny_config):
+    spm = pytest.importorskip("sentencepiece")
+    corpus = [f"In: What action should the robot take to {t}?\nOut: " for t in ("pick up the red cup", "stack it")] * 40
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus), model_prefix=str(tmp_path / "tokenizer"),
+                                   vocab_size=300, model_type="bpe", byte_fallback=True, character_coverage=1.0,
+                                   bos_id=1, eos_id=2, unk_id=0, pad_id=-1, remove_extra_whitespaces=False,
+                                   minloglevel=2)
+    (tmp_path / "tokenizer.vocab").unlink()
+    tiny_config.save_pretrained(tmp_path)
+    proc = OpenVLAOFTProcessor.from_pretrained(tmp_path)  # no tokenizer.json, no preprocessor_config.json
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "tokenizer.model"))
+    ids = proc.encode_instruction("Stack it")
+    expected = [1] + sp.encode("In: What action should the robot take to stack it?\nOut: ")
+    assert ids[:len(expected)] == expected and ids[-1] == sp.piece_to_id("\u2581")
+    proc.save_pretrained(tmp_path / "again")
+    assert (tmp_path / "again" / "tokenizer.model").read_bytes() == (tmp_path / "tokenizer.model").read_bytes()

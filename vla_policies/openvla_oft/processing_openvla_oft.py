@@ -12,7 +12,7 @@
   Runs on the images' device (GPU in training), on uint8 or float 0..255 input.
 
 Tokenizers are read from a checkpoint's `tokenizer.json` with the `tokenizers` library (exactly as
-saved), or from `tokenizer.model` through transformers. Models without a tokenizer (random presets)
+saved), or from `tokenizer.model` with the `sentencepiece` library. Models without a tokenizer (random presets)
 get `build_fallback_tokenizer`, a Llama-style character-level tokenizer made locally.
 """
 
@@ -74,10 +74,11 @@ def build_fallback_tokenizer(vocab_size: int = 32000, pad_token: str = "<PAD>"):
 
 
 class PromptTokenizer:
-    """The few tokenizer operations the policy needs, over a `tokenizers.Tokenizer` or a transformers tokenizer.
+    """The few tokenizer operations the policy needs, over a `tokenizers.Tokenizer`, a
+    `sentencepiece.SentencePieceProcessor` or a transformers tokenizer.
 
     Args:
-        backend: a `tokenizers.Tokenizer` or a transformers tokenizer.
+        backend: one of those.
         bos_token_id: id forced at index 0 of every prompt.
         source_dir: directory the files came from (copied as they are by `save_pretrained`).
     """
@@ -89,33 +90,44 @@ class PromptTokenizer:
         self.empty_token_id = self.token_to_id(EMPTY_TOKEN)
 
     def token_to_id(self, token: str) -> int | None:
-        if hasattr(self.backend, "token_to_id"):  # tokenizers.Tokenizer
-            return self.backend.token_to_id(token)
-        tid = self.backend.convert_tokens_to_ids(token)
-        return None if tid is None or tid == getattr(self.backend, "unk_token_id", None) else int(tid)
+        b = self.backend
+        if hasattr(b, "token_to_id"):  # tokenizers.Tokenizer
+            return b.token_to_id(token)
+        if hasattr(b, "piece_to_id"):  # sentencepiece.SentencePieceProcessor
+            tid = b.piece_to_id(token)
+            return None if tid == b.unk_id() else int(tid)
+        tid = b.convert_tokens_to_ids(token)  # a transformers tokenizer
+        return None if tid is None or tid == getattr(b, "unk_token_id", None) else int(tid)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text` with BOS first."""
-        if hasattr(self.backend, "token_to_id"):
-            ids = list(self.backend.encode(text).ids)
+        b = self.backend
+        if hasattr(b, "token_to_id"):
+            ids = list(b.encode(text).ids)
+        elif hasattr(b, "piece_to_id"):
+            ids = list(b.encode(text))
         else:
-            ids = list(self.backend(text, add_special_tokens=True)["input_ids"])
+            ids = list(b(text, add_special_tokens=True)["input_ids"])
         if not ids or ids[0] != self.bos_token_id:
             ids.insert(0, self.bos_token_id)
         return ids
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, bos_token_id: int = 1) -> PromptTokenizer:
-        """Read `tokenizer.json` (tokenizers) or else `tokenizer.model` (transformers + sentencepiece)."""
+        """Read `tokenizer.json` (tokenizers library) or else `tokenizer.model` (sentencepiece library)."""
         path = os.fspath(path)
         if os.path.isfile(os.path.join(path, "tokenizer.json")):
             from tokenizers import Tokenizer
 
             return cls(Tokenizer.from_file(os.path.join(path, "tokenizer.json")), bos_token_id, source_dir=path)
         if os.path.isfile(os.path.join(path, "tokenizer.model")):
-            from transformers import AutoTokenizer
-
-            return cls(AutoTokenizer.from_pretrained(path), bos_token_id, source_dir=path)
+            try:
+                import sentencepiece
+            except ImportError as e:
+                raise ImportError(f"{path!r} has only tokenizer.model, which needs the sentencepiece package: "
+                                  "pip install 'behavior-rl[vla]' (or pip install sentencepiece)") from e
+            sp = sentencepiece.SentencePieceProcessor(model_file=os.path.join(path, "tokenizer.model"))
+            return cls(sp, bos_token_id, source_dir=path)
         raise FileNotFoundError(f"no tokenizer in {path!r}: expected tokenizer.json (or tokenizer.model); found "
                                 f"{sorted(os.listdir(path)) if os.path.isdir(path) else 'no such directory'}")
 
@@ -128,6 +140,10 @@ class PromptTokenizer:
                 src = os.path.join(self.source_dir, name)
                 if os.path.isfile(src):
                     shutil.copyfile(src, os.path.join(path, name))
+            return
+        if hasattr(self.backend, "serialized_model_proto"):  # sentencepiece
+            with open(os.path.join(path, "tokenizer.model"), "wb") as f:
+                f.write(self.backend.serialized_model_proto())
             return
         if not hasattr(self.backend, "save"):
             self.backend.save_pretrained(path)
