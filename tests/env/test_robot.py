@@ -162,3 +162,21 @@ def test_reach_table_from_standing_and_floor_bin_with_torso_lean(env, z, use_tor
     res = min(ik.solve(b.data, "left", np.array([0.5, 0.25, z]), quat=quat_from_yaw_down(y, tilt=0.8),
                        finger_axis=finger_axis_for_yaw(y), use_torso=use_torso)[2] for y in (0.0, -0.78))
     assert res < 0.005
+
+
+@pytest.mark.parametrize("task", ["pick_and_place", "open_drawer"])
+def test_random_in_bounds_actions_stay_stable(task):
+    """RL explores with arbitrary in-bounds actions: the physics must stay finite and joint speeds bounded."""
+    import mujoco
+
+    e = gym.make("Behavior-R1Pro-v0", task=task, image_size=32, obs_every=1000).unwrapped
+    rng = np.random.default_rng(0)
+    for ep in range(2):
+        e.reset(seed=ep)
+        d = e.backend.data
+        for _ in range(150):
+            obs, *_ = e.step(rng.uniform(e.action_space.low, e.action_space.high).astype(np.float32))
+            assert np.isfinite(obs["proprio"]).all()
+            assert np.abs(d.qvel[:25]).max() < 20.0
+        assert d.warning[mujoco.mjtWarning.mjWARN_BADQACC].number == 0
+    e.close()

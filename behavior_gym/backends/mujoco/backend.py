@@ -51,6 +51,11 @@ class RobotIndex:
             [np.arange(3, 7), np.arange(*ACTION_PART["left_arm"].slice.indices(23)),
              np.arange(*ACTION_PART["right_arm"].slice.indices(23))]
         )
+        # Every position servo (torso, arms, fingers) and its speed limit per physics step.
+        self.servo_act = np.concatenate([self.position_act, self.finger_act["left"], self.finger_act["right"]])
+        dt = model.opt.timestep
+        self.servo_step = np.concatenate([np.full(4, r1.TORSO_SPEED * dt), np.full(14, r1.ARM_SPEED * dt),
+                                          np.full(4, r1.FINGER_SPEED * dt)])
 
 
 def build_model(task: EmbeddedTask, instance_id: int) -> mujoco.MjModel:
@@ -90,6 +95,8 @@ class MujocoBackend(Backend):
                 d.qpos[idx.finger_qpos[arm]] = GRIPPER_OPEN_WIDTH
             self.task.reset(m, d, rng)
             self._write_ctrl(hold)
+            self._setpoint = self._target.copy()  # the robot starts at rest on its targets
+            d.ctrl[idx.servo_act] = self._setpoint
             mujoco.mj_forward(m, d)
             mujoco.mj_step(m, d, nstep=SETTLE_STEPS)
             d.time = 0.0
@@ -101,10 +108,10 @@ class MujocoBackend(Backend):
         )
 
     def _write_ctrl(self, action: np.ndarray) -> None:
-        d, idx = self.data, self.idx
-        d.ctrl[idx.position_act] = action[idx.position_slots]
-        for arm, part in (("left", "left_gripper"), ("right", "right_gripper")):
-            d.ctrl[idx.finger_act[arm]] = (action[ACTION_PART[part].start] + 1.0) * (0.5 * GRIPPER_OPEN_WIDTH)
+        """Servo targets (in `servo_act` order) and the base velocity command from an action."""
+        fingers_l = (action[ACTION_PART["left_gripper"].start] + 1.0) * (0.5 * GRIPPER_OPEN_WIDTH)
+        fingers_r = (action[ACTION_PART["right_gripper"].start] + 1.0) * (0.5 * GRIPPER_OPEN_WIDTH)
+        self._target = np.concatenate([action[self.idx.position_slots], [fingers_l] * 2, [fingers_r] * 2])
         self._base_cmd = action[:3]
 
     def step(self, action: np.ndarray) -> None:
@@ -113,7 +120,11 @@ class MujocoBackend(Backend):
         vx, vy, wz = self._base_cmd
         yaw_adr = idx.base_qpos[2]
         ax, ay, aw = idx.base_act
+        setpoint, target, max_step = self._setpoint, self._target, idx.servo_step
         for _ in range(r1.SUBSTEPS):
+            # Servo setpoints approach their targets at bounded joint speed.
+            setpoint += np.clip(target - setpoint, -max_step, max_step)
+            d.ctrl[idx.servo_act] = setpoint
             # The base command is in the robot frame; the virtual joints are world-frame.
             c, s = np.cos(d.qpos[yaw_adr]), np.sin(d.qpos[yaw_adr])
             d.ctrl[ax] = c * vx - s * vy

@@ -47,6 +47,13 @@ SUBSTEPS = PHYSICS_HZ // CONTROL_HZ
 HEAD_FOVY = math.degrees(2 * math.atan(360 / 306))  # 99.2
 WRIST_FOVY = math.degrees(2 * math.atan(240 / 388.6639))  # 63.4
 
+# Joint speed limits (like the velocity limits a real robot's drives and PhysX joint drives apply):
+# position targets are approached no faster than this, so a target far away (a random action, a
+# jump between chunks) moves the joint at a bounded speed instead of whipping it.
+TORSO_SPEED = 1.5  # rad/s
+ARM_SPEED = 3.0  # rad/s
+FINGER_SPEED = 0.2  # m/s
+
 TORSO_JOINTS = tuple(f"torso_joint{i}" for i in range(1, 5))
 BASE_JOINTS = ("base_x", "base_y", "base_yaw")
 ARMS = ("left", "right")
