@@ -359,6 +359,8 @@ class ScriptedExpert:
         yield from self.approach((xy[0], xy[1], bottom_z), arm)
         yaw = gyaw + (self.base_pose()[2] - byaw0) if yaw is None else yaw
         lo, hi = self.aabb(name)
+        if self.gentle and np.linalg.norm((lo + hi) / 2 - self.data.site_xpos[self.model.site(f"{arm}_eef").id]) > 0.2:
+            raise ExpertFailure(f"lost {name} while carrying it")
         site = self.data.site_xpos[self.model.site(f"{arm}_eef").id]
         below = site[2] - lo[2]  # how far the object hangs below the grasp point
         z = bottom_z + below + drop

@@ -30,8 +30,9 @@ HOME = (0.0, 0.0)
 class GoalExpert(ScriptedExpert):
     """Achieves a BDDL goal made of `inside`/`ontop`/`nextto`/`toggled_on` literals."""
 
-    max_passes = 3
+    max_passes = 4
     gentle = True
+    last_error: str | None = None
 
     def script(self):
         for _ in range(self.max_passes):
@@ -41,10 +42,28 @@ class GoalExpert(ScriptedExpert):
             for lit in todo:
                 if self._holds(lit):
                     continue
-                yield from self._achieve(lit)
+                try:
+                    yield from self._achieve(lit)
+                except ExpertFailure as e:
+                    # Leave this literal to the next pass (objects move; a dropped one is picked up
+                    # again from where it fell), after letting go and tucking the arms.
+                    self.last_error = str(e)
+                    yield from self._recover()
             if self.goal_done():
                 break
         yield from self.wait(5)
+        if not self.goal_done() and self.last_error:
+            raise ExpertFailure(self.last_error)
+
+    def reset(self) -> None:
+        self.last_error = None
+        super().reset()
+
+    def _recover(self):
+        self.holding = None
+        yield from self.gripper("left", True, steps=0)
+        yield from self.gripper("right", True, steps=4)
+        yield from self.carry_pose()
 
     # -- planning ---------------------------------------------------------------------------------
     def _literals(self, option) -> list[list]:
@@ -88,24 +107,15 @@ class GoalExpert(ScriptedExpert):
             raise ExpertFailure(f"cannot move {a}")
         spot = self._spot(kind, a, b)
         yield from self.go_near(spot)
-        try:
-            yield from self.pick(a, then=spot)
-        except ExpertFailure as e:
-            if not str(e).startswith("lost"):
-                raise
-            # Missed: tuck the arm and leave it to the next pass.
-            self.holding = None
-            yield from self.gripper("left", True, steps=0)
-            yield from self.gripper("right", True, steps=2)
-            yield from self.carry_pose()
-            return
+        yield from self.pick(a, then=spot)
         # Hand up before driving: a hand left at table or floor height sweeps bins and boxes away.
         yield from self.lift_held()
         if not self._held(a):
-            self.holding = None  # dropped: the next pass picks it up again
-            return
+            raise ExpertFailure(f"lost {a} while lifting it")
         spot = self._spot(kind, a, b)  # the target may have moved a little
         yield from self.go_near(spot, holding=True)
+        if not self._held(a):
+            raise ExpertFailure(f"lost {a} while carrying it")
         xy, bottom = spot[:2], spot[2]
         yield from self.place_at(xy, bottom, tuck=True, rim_z=self._rim(kind, b))
 
@@ -187,6 +197,13 @@ class GoalExpert(ScriptedExpert):
                 if abs(local[0]) <= s.half[0] - margin and abs(local[1]) <= s.half[1] - margin:
                     return True
         return False
+
+    def _floor_free(self, xy, r: float) -> bool:
+        """Whether a square of half size `r` at `xy` on the floor clears every piece of furniture."""
+        from behavior_gym.experts.base import _rects_overlap
+
+        return not any(_rects_overlap(np.asarray(xy, float), 0.0, np.array([r, r]), c, fyaw, hf)
+                       for c, fyaw, hf in self._fixture_rects())
 
     def _occupied(self, exclude: set[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         out = []
@@ -274,13 +291,13 @@ class GoalExpert(ScriptedExpert):
             if ob.role == "free":
                 # B's support height: where B's bottom is.
                 base_z = lo[2]
+            gap = 0.015 if ob.role == "free" else 0.04
             for ang in np.linspace(-math.pi, math.pi, 24, endpoint=False):
                 dvec = np.array([math.cos(ang), math.sin(ang)])
-                t = min((half_b[0] + foot + 0.015) / max(abs(dvec[0]), 1e-6),
-                        (half_b[1] + foot + 0.015) / max(abs(dvec[1]), 1e-6))
+                t = min((half_b[0] + foot + gap) / max(abs(dvec[0]), 1e-6),
+                        (half_b[1] + foot + gap) / max(abs(dvec[1]), 1e-6))
                 p = c[:2] + t * dvec
-                on_support = self._supported(p, base_z, foot) if base_z > 0.05 else \
-                    self.base_free(p[0], p[1], 0.0, margin=-0.15)
+                on_support = self._supported(p, base_z, foot) if base_z > 0.05 else self._floor_free(p, foot + 0.02)
                 if clear(p, base_z, foot) and on_support:
                     cands.append(np.array([p[0], p[1], base_z]))
             if not cands:
