@@ -1,0 +1,307 @@
+"""The embodied runner: from a validated `RunConfig` to env workers, rollout workers and a trainer on Ray.
+
+`launch` (in the driver) reserves the nodes and starts `EmbodiedRunner`, the actor component, as a
+Ray actor on the actor's devices. The runner builds
+
+- a `RayVecEnv` over env workers placed on the env devices (`num_env_subprocess` per device),
+- rollout workers on the rollout devices when those differ from the actor's (else the trainer's own
+  policy acts, and no weights need copying),
+- `algorithms.PPO` (``adv_type: gae``) or `algorithms.GRPO` (``adv_type: grpo``) with pipelined
+  rollouts around `vla_policies.OpenVLAOFTPolicy`,
+- the logger (TensorBoard, W&B, SwanLab), the video recorder and checkpoints,
+
+then trains for `runner.max_epochs` training steps (one rollout and one update each).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+from algorithms.distributed.config import LOGPROB_TYPES, PRECISIONS, RunConfig
+from algorithms.distributed.placement import (
+    ComponentPlacement,
+    actor_devices,
+    env_worker_devices,
+    rollout_worker_devices,
+)
+
+log = logging.getLogger(__name__)
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_FILE = "actor.zip"
+
+
+# ---------------------------------------------------------------------------------------- config -> objects
+def env_spec(c: RunConfig):
+    from algorithms.distributed.env_worker import EnvSpec
+
+    e, k = c.env.train, c.actor.model.num_action_chunks
+    return EnvSpec(task=e.task, backend=e.backend, chunk=k, image_size=e.image_size, instance_id=e.instance_id,
+                   max_episode_steps=e.max_episode_steps, obs_every=k if e.skip_intermediate_obs_in_chunk else 1,
+                   reward_coef=e.reward_coef, success_bonus=e.success_bonus, extra=dict(e.omni_config))
+
+
+def policy_kwargs(c: RunConfig) -> dict[str, Any]:
+    """`OpenVLAOFTPolicy` arguments from `actor.model`, `actor.optim` and `rollout.sampling_params`."""
+    m, o, s = c.actor.model, c.actor.optim, c.rollout.sampling_params
+    overrides: dict[str, Any] = {"num_action_chunks": m.num_action_chunks, "num_images_in_input": m.num_images_in_input,
+                                 "use_proprio": m.use_proprio}
+    if m.image_size is not None:
+        overrides["image_sizes"] = [m.image_size, m.image_size]
+    kwargs: dict[str, Any] = dict(
+        config_overrides=overrides, unnorm_key=m.unnorm_key, temperature=s.temperature_train, top_k=s.top_k,
+        lora_rank=m.lora_rank if m.is_lora else 0, lora_alpha=m.lora_alpha,
+        freeze_vision_backbone=m.freeze_vision_backbone, torch_dtype=PRECISIONS[m.precision],
+        attn_implementation=m.attn_implementation, center_crop=m.center_crop,
+        gradient_checkpointing=m.gradient_checkpointing,
+        optimizer_kwargs={"betas": (o.adam_beta1, o.adam_beta2), "eps": o.adam_eps, "weight_decay": o.weight_decay},
+    )
+    if m.model_path is not None:
+        kwargs["model_path"] = m.model_path
+    else:
+        kwargs["preset"] = m.preset
+    return kwargs
+
+
+def trainer_kwargs(c: RunConfig) -> dict[str, Any]:
+    """`algorithms.PPO` / `GRPO` arguments from `algorithm`, `actor` and `env.train`."""
+    a, alg = c.actor, c.algorithm
+    kwargs: dict[str, Any] = dict(
+        learning_rate=a.optim.lr, n_steps=c.n_steps, batch_size=a.global_batch_size,
+        micro_batch_size=a.micro_batch_size, n_epochs=alg.update_epoch, gamma=alg.gamma, gae_lambda=alg.gae_lambda,
+        clip_range=alg.clip_ratio_low, clip_ratio_low=alg.clip_ratio_low, clip_ratio_high=alg.clip_ratio_high,
+        dual_clip=alg.clip_ratio_c, ent_coef=alg.entropy_bonus, max_grad_norm=a.optim.clip_grad,
+        target_kl=alg.target_kl, ratio_level=LOGPROB_TYPES[alg.logprob_type],
+        bf16=None if a.model.precision == "bf16" else False, seed=a.seed, policy_kwargs=policy_kwargs(c),
+    )
+    if alg.adv_type == "grpo":
+        kwargs.update(group_size=alg.group_size, normalize_std=alg.normalize_std, filter_groups=alg.filter_rewards,
+                      group_seed=c.env.train.seed, normalize_advantage=False)
+    else:
+        kwargs.update(clip_range_vf=alg.value_clip, normalize_advantage=alg.normalize_advantages, vf_coef=alg.vf_coef,
+                      value_lr=a.optim.value_lr, value_loss_type=alg.value_loss_type, huber_delta=alg.huber_delta)
+    return kwargs
+
+
+def checkpoint_path(log_dir: str, global_step: int) -> str:
+    return os.path.join(log_dir, CHECKPOINT_DIR, f"global_step_{global_step}", CHECKPOINT_FILE)
+
+
+def resolve_resume(path: str) -> str:
+    """`runner.resume_dir` (a global_step_N folder or the actor.zip in it) -> the checkpoint file."""
+    return os.path.join(path, CHECKPOINT_FILE) if os.path.isdir(path) else path
+
+
+# ---------------------------------------------------------------------------------------- logging helpers
+def _progress_writer(model_ref: dict, total_steps: int, num_envs: int):
+    from stable_baselines3.common.logger import KVWriter
+
+    from algorithms import metrics as M
+
+    class ProgressWriter(KVWriter):
+        """One line per training step in the run's log: progress, throughput and the main metrics."""
+
+        def __init__(self):
+            self.t0 = time.perf_counter()
+
+        def write(self, key_values: dict[str, Any], key_excluded: dict, step: int = 0) -> None:
+            model = model_ref.get("model")
+            g = (model.global_step if model is not None else 0) + 1
+            elapsed = time.perf_counter() - self.t0
+            parts = [f"step {g}/{total_steps}", f"{step} chunk steps ({step / max(elapsed, 1e-9):.1f}/s)"]
+            for name in (M.ROLLOUT_RETURNS_MEAN, M.ENV_SUCCESS_ONCE, M.ENV_Q_SCORE, M.ENV_EPISODE_LEN, M.ACTOR_LOSS,
+                         M.ACTOR_APPROX_KL, M.TIME_ROLLOUT, M.TIME_UPDATE):
+                if name in key_values:
+                    parts.append(f"{name} {float(key_values[name]):.4g}")
+            if "rollout/discarded_steps" in key_values:
+                parts.append(f"discarded {int(key_values['rollout/discarded_steps'])}")
+            log.info(" | ".join(parts) + f" | {elapsed:.0f} s")
+
+        def close(self) -> None:
+            pass
+
+    return ProgressWriter()
+
+
+def _callbacks(c: RunConfig, log_dir: str):
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from algorithms import VideoRecorderCallback
+
+    class CheckpointCallback(BaseCallback):
+        """Saves the trainer every `runner.save_interval` training steps (after the update)."""
+
+        def __init__(self):
+            super().__init__()
+            self.saved: list[str] = []
+
+        def _on_rollout_start(self) -> None:
+            g = self.model.global_step
+            if c.runner.save_interval and g and g % c.runner.save_interval == 0 and not self._has(g):
+                self.save(g)
+
+        def _on_step(self) -> bool:
+            return True
+
+        def _has(self, g: int) -> bool:
+            return bool(self.saved) and self.saved[-1] == checkpoint_path(log_dir, g)
+
+        def save(self, g: int) -> str:
+            path = checkpoint_path(log_dir, g)
+            if not self._has(g):
+                self.model.save(path)
+                self.saved.append(path)
+                log.info("checkpoint: %s", path)
+            return path
+
+    callbacks = [CheckpointCallback()]
+    v = c.video_cfg
+    if v.save_video:
+        callbacks.append(VideoRecorderCallback(video_base_dir=v.video_base_dir, env_indices=(0,),
+                                               info_on_video=v.info_on_video, fps=v.fps,
+                                               every_n_episodes=v.every_n_episodes, max_videos=v.max_videos))
+    return callbacks
+
+
+# ---------------------------------------------------------------------------------------- the runner
+class EmbodiedRunner:
+    """The actor component: builds the workers and the trainer, and trains. Runs as a Ray actor.
+
+    Args:
+        cfg: the validated config.
+        placement: where each component runs.
+        reservation: the `NodeReservation` workers are pinned to.
+        log_dir: the run's folder (`runner.logger.log_path`).
+        config_dict: the resolved config, for W&B / SwanLab.
+    """
+
+    def __init__(self, cfg: RunConfig, placement: ComponentPlacement, reservation, log_dir: str,
+                 config_dict: Mapping[str, Any] | None = None):
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+        self.cfg, self.placement, self.reservation = cfg, placement, reservation
+        self.log_dir = log_dir
+        self.config_dict = config_dict
+        self.venv = self.model = self.rollout_group = None
+
+    def ping(self) -> tuple[int, str]:
+        return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES", "")
+
+    def _make_env(self):
+        from algorithms.distributed.vec_env import RayVecEnv
+
+        c = self.cfg
+        devices = env_worker_devices(self.placement, c.env.train.num_env_subprocess)
+        options = [self.reservation.options([d], visible=False) for d in devices]
+        return RayVecEnv(env_spec(c), c.env.train.total_num_envs, options, gpu_ids=[d.gpu for d in devices],
+                         num_stages=c.rollout.pipeline_stage_num, max_restarts=c.env.train.max_worker_restarts)
+
+    def _make_rollout_group(self, model):
+        import ray
+
+        from algorithms.distributed.rollout_worker import RolloutGroup, RolloutWorker
+
+        devices = rollout_worker_devices(self.placement)
+        if not devices:
+            return None
+        kwargs = dict(model.policy_kwargs)
+        workers = [ray.remote(RolloutWorker).options(**self.reservation.options([d])).remote(
+            type(model.policy), model.observation_space, model.action_space, kwargs,
+            token_level=model._token_level, bf16=model.use_bf16) for d in devices]
+        log.info("%d rollout worker(s) on %s", len(workers), ", ".join(map(str, devices)))
+        return RolloutGroup(workers)
+
+    def run(self) -> dict[str, Any]:
+        import torch as th
+
+        from algorithms import make_logger
+        from algorithms.distributed.pipeline import PipelinedGRPO, PipelinedPPO
+        from vla_policies import OpenVLAOFTPolicy
+
+        c, t0 = self.cfg, time.perf_counter()
+        node, mine = actor_devices(self.placement)
+        if not th.cuda.is_available():
+            env_here = sum(d.node == node for d in env_worker_devices(self.placement, c.env.train.num_env_subprocess))
+            th.set_num_threads(max(1, (os.cpu_count() or 1) - env_here))
+        log.info("%s", self.placement.describe())
+        log.info("actor on %s (torch on %s, %d thread(s))", ", ".join(map(str, mine)),
+                 "cuda" if th.cuda.is_available() else "cpu", th.get_num_threads())
+        if len(self.placement.nodes("actor")) > 1 or len(mine) > 1:
+            log.warning("the trainer is one process: it trains on one GPU of %s (data-parallel training over several "
+                        "GPUs is not implemented)", ", ".join(map(str, self.placement.devices["actor"])))
+        self.venv = self._make_env()
+        log.info("%d envs in %d env worker(s), %d pipeline stage(s); env up in %.1f s", self.venv.num_envs,
+                 self.venv.num_workers, self.venv.num_stages, time.perf_counter() - t0)
+
+        cls = PipelinedGRPO if c.algorithm.adv_type == "grpo" else PipelinedPPO
+        resume = resolve_resume(c.runner.resume_dir) if c.runner.resume_dir else None
+        if resume:
+            self.model = cls.load(resume, env=self.venv, device="auto")
+            log.info("resumed from %s at training step %d", resume, self.model.global_step)
+        else:
+            self.model = cls(OpenVLAOFTPolicy, self.venv, **trainer_kwargs(c))
+            if c.algorithm.adv_type != "grpo":
+                self.venv.seed(c.env.train.seed)
+        model = self.model
+        n_params = sum(p.numel() for p in model.policy.parameters())
+        log.info("%s with OpenVLA-OFT (%s, %.1fM parameters) on %s", cls.__name__,
+                 c.actor.model.preset or c.actor.model.model_path, n_params / 1e6, model.device)
+        self.rollout_group = model.rollout_group = self._make_rollout_group(model)
+
+        total = c.num_training_steps
+        logger = make_logger(self.log_dir, c.runner.logger.logger_backends, project=c.runner.logger.project_name,
+                             experiment_name=c.runner.logger.experiment_name,
+                             config=dict(self.config_dict or asdict(c)))
+        ref: dict[str, Any] = {"model": model}
+        logger.output_formats.append(_progress_writer(ref, total, self.venv.num_envs))
+        model.set_logger(logger)
+        callbacks = _callbacks(c, self.log_dir)
+        remaining = max(total - model.global_step, 0)
+        log.info("training for %d step(s) of %d chunk steps x %d envs", remaining, model.n_steps, self.venv.num_envs)
+        # log_interval=None: one dump per training step (rollout and update metrics together, at train()'s end)
+        model.learn(remaining * model.n_steps * self.venv.num_envs, callback=callbacks, log_interval=None,
+                    reset_num_timesteps=resume is None)
+        final = callbacks[0].save(model.global_step)
+        videos = list(getattr(callbacks[-1], "paths", [])) if c.video_cfg.save_video else []
+        logger.close()
+        summary = {"global_step": model.global_step, "num_timesteps": model.num_timesteps,
+                   "seconds": time.perf_counter() - t0, "checkpoints": callbacks[0].saved, "final_checkpoint": final,
+                   "videos": videos, "env_worker_restarts": sum(self.venv.restarts),
+                   "discarded_steps": model.discarded_steps}
+        log.info("done: %d training steps, %d chunk steps in %.0f s; checkpoint %s", model.global_step,
+                 model.num_timesteps, summary["seconds"], final)
+        return summary
+
+    def close(self) -> None:
+        if self.rollout_group is not None:
+            self.rollout_group.close()
+        if self.venv is not None:
+            self.venv.close()
+
+
+def launch(cfg: RunConfig, placement: ComponentPlacement, log_dir: str,
+           config_dict: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Reserve the nodes, start the runner on the actor's devices and train; returns the run's summary.
+    Ray must be connected (`algorithms.distributed.cluster.connect`)."""
+    import ray
+
+    from algorithms.distributed.cluster import NodeReservation
+
+    reservation = NodeReservation.create(placement.num_nodes, placement.gpus_per_node)
+    try:
+        _, devices = actor_devices(placement)
+        runner = ray.remote(EmbodiedRunner).options(**reservation.options(devices)).remote(
+            cfg, placement, reservation, log_dir, config_dict)
+        try:
+            return ray.get(runner.run.remote())
+        finally:
+            try:
+                ray.get(runner.close.remote(), timeout=120)
+            except Exception as e:
+                log.warning("closing the runner: %s", e)
+            ray.kill(runner, no_restart=True)
+    finally:
+        reservation.remove()
