@@ -15,9 +15,11 @@ from .openvla_oft import (
     OpenVLAOFTConfig,
     OpenVLAOFTForActionPrediction,
     OpenVLAOFTOutput,
+    OpenVLAOFTProcessor,
+    PromptTokenizer,
+    build_fallback_tokenizer,
     build_model,
 )
-from .openvla_oft.processing_openvla_oft import OpenVLAOFTProcessor, PromptTokenizer, build_fallback_tokenizer
 
 
 def __getattr__(name: str) -> Any:
