@@ -13,9 +13,10 @@ SMALL = ["env.train.max_episode_steps=32", "env.train.max_steps_per_rollout_epoc
          "algorithm.update_epoch=1", "video_cfg.every_n_episodes=1", "video_cfg.max_videos=1"]
 
 
-def run(*args, timeout=300):
+def run(*args, timeout=300, cwd=None):
     env = dict(os.environ, PYTHON=sys.executable)
-    return subprocess.run(["bash", SCRIPT, *args], capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(["bash", os.path.abspath(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
+                          env=env, cwd=cwd)
 
 
 def run_dir(root):
@@ -34,7 +35,7 @@ def scalars(folder):
 def test_embedded_ppo_trains_logs_films_saves_and_resumes(tmp_path):
     root = tmp_path / "logs"
     out = run("behavior_ppo_openvlaoft_embedded", f"runner.logger.log_path={root}", "runner.max_epochs=2",
-              "runner.save_interval=1", *SMALL)
+              "runner.save_interval=1", *SMALL, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     folder = run_dir(root)
     assert os.path.basename(folder).endswith("-behavior_ppo_openvlaoft_embedded")
@@ -56,7 +57,8 @@ def test_embedded_ppo_trains_logs_films_saves_and_resumes(tmp_path):
 
     resumed_root = tmp_path / "resumed"
     out = run("behavior_ppo_openvlaoft_embedded", f"runner.logger.log_path={resumed_root}", "runner.max_epochs=3",
-              f"runner.resume_dir={folder}/checkpoints/global_step_2", "video_cfg.save_video=false", *SMALL)
+              f"runner.resume_dir={folder}/checkpoints/global_step_2", "video_cfg.save_video=false", *SMALL,
+              cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     summary = json.load(open(os.path.join(run_dir(resumed_root), "summary.json")))
     assert summary["global_step"] == 3 and summary["num_timesteps"] == 3 * 8 * 4
