@@ -18,14 +18,16 @@
 
 `objectives` holds the losses as pure functions, `buffers` the lean rollout storage, `metrics` the
 metric names, `logging` the TensorBoard / W&B / SwanLab logger, `callbacks` the video recorder and
-`group_reset` the grouped-reset vector env of GRPO.
+`group_reset` the grouped-reset vector env of GRPO, `evaluation` the `evaluate` helper (success rate,
+q_score and episode length per task).
 """
 
 from algorithms.buffers import LeanRolloutBuffer
 from algorithms.callbacks import VideoRecorderCallback
+from algorithms.evaluation import evaluate
 from algorithms.group_reset import GroupResetVecEnv
 from algorithms.grpo import GRPO
 from algorithms.logging import make_logger
 from algorithms.ppo import PPO
 
-__all__ = ["GRPO", "PPO", "GroupResetVecEnv", "LeanRolloutBuffer", "VideoRecorderCallback", "make_logger"]
+__all__ = ["GRPO", "PPO", "GroupResetVecEnv", "LeanRolloutBuffer", "VideoRecorderCallback", "evaluate", "make_logger"]

@@ -304,10 +304,11 @@ class PPO(SB3PPO):
         t0 = time.perf_counter()
         actions, values, log_prob = self._act(obs)
         actions = actions.cpu().numpy()
+        env_actions = self._env_actions(actions)
         if isinstance(self.action_space, spaces.Discrete):
-            actions = actions.reshape(-1, 1)
+            actions = actions.reshape(-1, 1)  # the buffer's [n_envs, 1]; the env takes [n_envs] ints
         t1 = time.perf_counter()
-        result = env.step(self._env_actions(actions))
+        result = env.step(env_actions)
         t2 = time.perf_counter()
         self._times[M.TIME_INFERENCE] += t1 - t0
         self._times[M.TIME_ENV] += t2 - t1

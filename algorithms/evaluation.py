@@ -1,0 +1,109 @@
+"""`evaluate(policy, env, episodes)`: success rate, q_score, episode length and return, per task.
+
+Reads what `Behavior-R1Pro-v0` puts in the final `info` of an episode: ``success_once`` (else
+``success`` / ``is_success``), ``q_score``, ``episode_len`` (the true length in env steps, also under
+`ActionChunkWrapper`) and ``task``. Envs without them still work: the length is then counted in
+steps, and success / q_score are left out (None) for the episodes that lack them.
+
+    from algorithms import evaluate
+    stats = evaluate(model, env, episodes=20)   # model: an SB3 model or policy, or obs -> action
+    stats["success_rate"], stats["per_task"]["pick_and_place"]["q_score"]
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.vec_env import VecEnv
+
+from algorithms.group_reset import episode_success
+
+__all__ = ["evaluate"]
+
+
+def _predictor(policy: Any, deterministic: bool) -> Callable[[Any], np.ndarray]:
+    if hasattr(policy, "predict"):
+        return lambda obs: policy.predict(obs, deterministic=deterministic)[0]
+    if callable(policy):
+        return policy
+    raise TypeError(f"evaluate needs an SB3 model or policy (with .predict) or a callable obs -> action, got "
+                    f"{type(policy).__name__}")
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def mean(key: str) -> float | None:
+        values = [r[key] for r in rows if r[key] is not None]
+        return float(np.mean(values)) if values else None
+
+    return {"episodes": len(rows), "success_rate": mean("success"), "q_score": mean("q_score"),
+            "episode_len": mean("episode_len"), "return": mean("return"),
+            "return_std": float(np.std([r["return"] for r in rows])) if rows else None}
+
+
+def _episode(info: Mapping[str, Any], steps: int, ret: float) -> dict[str, Any]:
+    success = episode_success(info)
+    q = info.get("q_score")
+    return {"task": str(info.get("task", "default")), "success": None if success is None else float(success),
+            "q_score": None if q is None else float(q), "episode_len": float(info.get("episode_len", steps)),
+            "return": float(ret)}
+
+
+def evaluate(policy_or_model: Any, env: gym.Env | VecEnv, episodes: int = 10, deterministic: bool = True,
+             seed: int | None = None) -> dict[str, Any]:
+    """Run `episodes` episodes and report their means, overall and per task.
+
+    Args:
+        policy_or_model: an SB3 model / policy (its ``predict(obs, deterministic=...)``) or a callable
+            from an observation (batched for a VecEnv) to an action.
+        env: a Gymnasium env, or an SB3 VecEnv (its envs run in parallel; the first `episodes`
+            episodes to finish are counted, which favours short episodes when lengths vary).
+        episodes: number of episodes.
+        deterministic: act with the mode of the policy's distribution.
+        seed: a Gymnasium env is reset with ``seed + i`` for episode i (None: unseeded after the
+            first); a VecEnv is seeded once with `seed`.
+
+    Returns:
+        ``{"episodes", "success_rate", "q_score", "episode_len", "return", "return_std", "per_task":
+        {task: same keys but per_task}, "episode_records": [one dict per episode]}``. A mean is None
+        when no episode's info had the key.
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    act = _predictor(policy_or_model, deterministic)
+    rows: list[dict[str, Any]] = []
+    if isinstance(env, VecEnv):
+        if seed is not None:
+            env.seed(seed)
+        obs = env.reset()
+        steps = np.zeros(env.num_envs, dtype=np.int64)
+        returns = np.zeros(env.num_envs, dtype=np.float64)
+        while len(rows) < episodes:
+            obs, rewards, dones, infos = env.step(act(obs))
+            steps += 1
+            returns += rewards
+            for i in np.flatnonzero(dones):
+                if len(rows) < episodes:
+                    rows.append(_episode(infos[i], int(steps[i]), returns[i]))
+                steps[i], returns[i] = 0, 0.0
+    else:
+        for i in range(episodes):
+            obs, info = env.reset(seed=None if seed is None else seed + i)
+            done, steps, ret = False, 0, 0.0
+            while not done:
+                obs, reward, terminated, truncated, info = env.step(act(obs))
+                steps += 1
+                ret += float(reward)
+                done = terminated or truncated
+            rows.append(_episode(info, steps, ret))
+
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_task[row["task"]].append(row)
+    out = _summary(rows)
+    out["per_task"] = {task: _summary(task_rows) for task, task_rows in by_task.items()}
+    out["episode_records"] = rows
+    return out
