@@ -270,6 +270,8 @@ class EmbodiedRunner:
         summary = {"global_step": model.global_step, "num_timesteps": model.num_timesteps,
                    "seconds": time.perf_counter() - t0, "checkpoints": callbacks[0].saved, "final_checkpoint": final,
                    "videos": videos, "env_worker_restarts": sum(self.venv.restarts),
+                   "rollout_workers": len(self.rollout_group.workers) if self.rollout_group else 0,
+                   "rollout_weights_version": self.rollout_group.version if self.rollout_group else None,
                    "discarded_steps": model.discarded_steps}
         log.info("done: %d training steps, %d chunk steps in %.0f s; checkpoint %s", model.global_step,
                  model.num_timesteps, summary["seconds"], final)
