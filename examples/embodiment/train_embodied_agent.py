@@ -53,7 +53,13 @@ def validate(cfg: DictConfig):
     run_cfg = to_run_config(cfg)
     nodes = run_cfg.cluster.num_nodes
     if nodes > 1 or run_cfg.cluster.ray_address:  # the cluster's GPUs are only known to the running Ray
-        connect(run_cfg.cluster.ray_address, nodes)
+        try:
+            connect(run_cfg.cluster.ray_address, nodes)
+        except Exception as e:
+            raise ConfigError([("cluster.ray_address", f"no running Ray cluster to join at "
+                                f"{run_cfg.cluster.ray_address or 'auto'} ({type(e).__name__}: {e}); start Ray on "
+                                "every node (`ray start --head` here, `ray start --address=<head>:6379` on the "
+                                "others) or set cluster.num_nodes=1")]) from None
         try:
             gpus = gpus_per_node(nodes)
         except ValueError as e:
@@ -67,6 +73,7 @@ def validate(cfg: DictConfig):
 def main(cfg: DictConfig) -> None:
     from algorithms.distributed.config import ConfigError
 
+    logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL's note about OpenGL_accelerate
     run_dir = HydraConfig.get().runtime.output_dir
     cfg.runner.logger.log_path = run_dir  # ${runner.logger.log_path} (videos, ...) now means the run's folder
     try:
