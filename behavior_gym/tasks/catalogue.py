@@ -107,6 +107,10 @@ def make_task(name: str, instance_id: int = 0, instructions_path: str | os.PathL
             kw["instruction"] = mapping[name]
     if name in SKILLS:
         return skill_task(name, instance_id, **kw)
+    if name == "reach":  # learning sanity (behavior_gym.tasks.reach); not listed, so task ids stay put
+        from behavior_gym.tasks.reach import ReachTask
+
+        return ReachTask(instance_id, **kw)
     if name in all_activities():
         reason = unsupported_reason(name) if kw.get("definition_id", 0) == 0 else None
         if reason is not None:
