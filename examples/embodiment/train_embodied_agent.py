@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -27,13 +28,16 @@ log = logging.getLogger("train_embodied_agent")
 
 
 class _Tee:
-    """Writes to a stream and to the run's log file (Ray prints its workers' output to our stdout)."""
+    """Writes to a stream and to the run's log file (Ray prints its workers' output to our stdout);
+    the file gets no terminal colour codes."""
+
+    _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
     def __init__(self, stream, file):
         self.stream, self.file = stream, file
 
     def write(self, data: str) -> int:
-        self.file.write(data)
+        self.file.write(self._ANSI.sub("", data))
         self.file.flush()
         return self.stream.write(data)
 

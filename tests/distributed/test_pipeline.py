@@ -129,3 +129,17 @@ def test_rollout_workers_act_with_the_trainers_weights(ray_cpu):
         group.close()
     finally:
         venv.close()
+
+
+def test_an_unchanged_sb3_trainer_uses_the_ray_vec_env(ray_cpu):
+    """algorithms.PPO as it is (SB3's loop, no pipelining) on Ray env workers, stages or not."""
+    from algorithms import PPO
+    from vla_policies import OpenVLAOFTPolicy
+
+    venv = make_venv(stages=2)
+    try:
+        model = PPO(OpenVLAOFTPolicy, venv, **TRAIN)
+        model.learn(4 * 4, log_interval=None)
+        assert model.num_timesteps == 16 and venv.num_steps == 4
+    finally:
+        venv.close()
