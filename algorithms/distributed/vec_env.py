@@ -82,12 +82,10 @@ class RayVecEnv(VecEnv):
         gpu_ids: the GPU each worker's simulators use (None: CPU), as many as `worker_options`.
         num_stages: pipeline stages (`rollout.pipeline_stage_num`).
         max_restarts: restarts allowed per worker before the run stops.
-        on_restart: called with a message each time a worker is replaced (e.g. the trainer's logger).
     """
 
     def __init__(self, spec: EnvSpec, num_envs: int, worker_options: Sequence[dict], gpu_ids: Sequence[int | None]
-                 | None = None, num_stages: int = 1, max_restarts: int = 3,
-                 on_restart: Callable[[str], None] | None = None):
+                 | None = None, num_stages: int = 1, max_restarts: int = 3):
         n_workers = len(worker_options)
         if n_workers < 1 or num_envs % n_workers:
             raise ValueError(f"{num_envs} envs cannot be shared evenly by {n_workers} env workers")
@@ -97,7 +95,6 @@ class RayVecEnv(VecEnv):
         self.envs_per_worker = num_envs // n_workers
         self.stage_indices = stage_assignment(n_workers, self.envs_per_worker, num_stages)
         self.max_restarts = max_restarts
-        self.on_restart = on_restart
         self.restarts = [0] * n_workers
         self.generation = [0] * n_workers
         self.discards: list[Discard] = []
@@ -160,8 +157,6 @@ class RayVecEnv(VecEnv):
                f"({self.restarts[w]}/{self.max_restarts}) in {time.perf_counter() - t0:.1f} s and discarded the "
                f"unfinished episodes of its envs; training goes on")
         log.warning(msg)
-        if self.on_restart is not None:
-            self.on_restart(msg)
         return obs, infos
 
     def _call(self, w: int, method: str, *args):
