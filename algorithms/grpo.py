@@ -159,11 +159,11 @@ class GRPO(PPO):
                           stacklevel=2)
 
     # -- checkpoints: keep the group seed sequence going across a resume ---------------------------
-    def save(self, path, exclude=None, include=None) -> None:
+    def save(self, path, exclude=None, include=None, trainable_only: bool = False) -> None:
         if isinstance(self.env, GroupResetVecEnv):
             self._group_rng_state = self.env._seed_rng.bit_generator.state
         try:
-            super().save(path, exclude, include)
+            super().save(path, exclude, include, trainable_only=trainable_only)
         finally:
             self.__dict__.pop("_group_rng_state", None)
 

@@ -487,10 +487,56 @@ class PPO(SB3PPO):
         self.logger.dump(step=self.num_timesteps)
 
     # ------------------------------------------------------------------ checkpoints
-    def save(self, path: str | os.PathLike | Any, exclude: Any = None, include: Any = None) -> None:
+    def trainable_parameter_names(self) -> set[str]:
+        """Names (policy state-dict keys) of the parameters a trainable-only checkpoint keeps: those with
+        ``requires_grad`` (LoRA adapters, heads) and every value-head parameter."""
+        return {name for name, p in self.policy.named_parameters()
+                if p.requires_grad or any(pat in name for pat in self.value_param_patterns)}
+
+    def get_parameters(self) -> dict[str, dict]:
+        params = super().get_parameters()
+        if getattr(self, "_trainable_only_checkpoint", False):
+            keep = self.trainable_parameter_names()
+            params["policy"] = {k: v for k, v in params["policy"].items() if k in keep}
+        return params
+
+    def _complete_policy_state(self, partial: dict[str, th.Tensor]) -> dict[str, th.Tensor]:
+        """A trainable-only state dict completed with this policy's own frozen parameters and buffers."""
+        full = self.policy.state_dict()
+        unexpected = sorted(set(partial) - set(full))
+        missing = sorted(self.trainable_parameter_names() - set(partial))
+        if unexpected or missing:
+            raise ValueError(f"trainable-only checkpoint does not fit {type(self.policy).__name__}: unknown keys "
+                             f"{unexpected[:5]}, trainable parameters missing {missing[:5]} (the policy must be "
+                             "built with the same trainable (LoRA) parameters as when it was saved)")
+        full.update(partial)
+        return full
+
+    def set_parameters(self, load_path_or_dict: Any, exact_match: bool = True, device: th.device | str = "auto"):
+        """SB3's `set_parameters`; a trainable-only checkpoint's missing (frozen) parameters keep the values
+        of this policy, i.e. of the base weights it was built from."""
+        partial = getattr(self, "_trainable_only_checkpoint", False)
+        if not isinstance(load_path_or_dict, dict):
+            from stable_baselines3.common.save_util import load_from_zip_file
+
+            data, load_path_or_dict, _ = load_from_zip_file(load_path_or_dict, device=device)
+            partial = bool((data or {}).get("_trainable_only_checkpoint", False))
+        if partial and "policy" in load_path_or_dict:
+            load_path_or_dict = {**load_path_or_dict,
+                                 "policy": self._complete_policy_state(load_path_or_dict["policy"])}
+        return super().set_parameters(load_path_or_dict, exact_match=exact_match, device=device)
+
+    def save(self, path: str | os.PathLike | Any, exclude: Any = None, include: Any = None,
+             trainable_only: bool = False) -> None:
         """SB3's zip checkpoint (policy, optimizer, counters, schedules) plus the RNG states, written
-        atomically: a crash while saving leaves the previous checkpoint at `path` intact."""
+        atomically: a crash while saving leaves the previous checkpoint at `path` intact.
+
+        With `trainable_only`, the policy's state dict keeps only `trainable_parameter_names()` (LoRA
+        adapters and the value head, not the frozen base model); `load` then builds the policy from its
+        saved constructor arguments (e.g. `model_path`, the base weights) and puts the saved parameters
+        on top. The optimizer state, counters and RNG states are saved in full either way."""
         self._rng_state = capture_rng_state()
+        self._trainable_only_checkpoint = bool(trainable_only)
         try:
             if not isinstance(path, (str, os.PathLike)):
                 return super().save(path, exclude, include)
@@ -499,7 +545,7 @@ class PPO(SB3PPO):
                 final = final.with_suffix(".zip")
             atomic_save(lambda f: super(PPO, self).save(f, exclude, include), final)
         finally:
-            del self._rng_state
+            del self._rng_state, self._trainable_only_checkpoint
 
     @classmethod
     def load(cls, path, env=None, device="auto", custom_objects=None, print_system_info=False, force_reset=True,
@@ -508,6 +554,7 @@ class PPO(SB3PPO):
         model = super().load(path, env=env, device=device, custom_objects=custom_objects,
                              print_system_info=print_system_info, force_reset=force_reset, **kwargs)
         state = model.__dict__.pop("_rng_state", None)
+        model.__dict__.pop("_trainable_only_checkpoint", None)
         if state is not None:
             restore_rng_state(state)
         return model

@@ -42,8 +42,8 @@ CONFIGS: dict[str, dict[str, tuple[dict[str, Any], int, int]]] = {
     "reach": {
         "ppo": (dict(n_steps=64, batch_size=256, gae_lambda=0.9, gamma=0.98, n_epochs=10, learning_rate=3e-4,
                      policy_kwargs=dict(net_arch=[64, 64])), 8, 80_000),
-        "grpo": (dict(group_size=4, n_steps=128, batch_size=512, n_epochs=10, learning_rate=3e-4,
-                      policy_kwargs=dict(net_arch=[64, 64])), 16, 150_000),
+        "grpo": (dict(group_size=4, n_steps=128, batch_size=512, n_epochs=10, learning_rate=1e-3,
+                      policy_kwargs=dict(net_arch=[64, 64])), 16, 300_000),
     },
 }
 TARGETS = {"cartpole": ("return", 475.0), "reach": ("success_rate", 0.9)}

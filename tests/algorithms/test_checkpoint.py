@@ -117,3 +117,52 @@ def test_crash_while_saving_leaves_the_old_checkpoint_loadable(toys, tmp_path, m
     # and a completed save replaces it
     model.save(path)
     assert_same(params(quiet(PPO.load(path))), params(model))
+
+
+def _frozen_body_policy(toys):
+    class FrozenBodyPolicy(toys.TinyTokenPolicy):
+        """The tiny policy with a frozen, deterministically initialised body (a stand-in for a base model
+        loaded from `model_path`): only the action head and the value head train, as with LoRA."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            gen = th.Generator().manual_seed(123)
+            with th.no_grad():
+                for p in self.body.parameters():
+                    p.copy_(th.randn(p.shape, generator=gen) * 0.3)
+            self.body.requires_grad_(False)
+
+    return FrozenBodyPolicy
+
+
+def test_trainable_only_checkpoint(toys, tmp_path):
+    policy_class = _frozen_body_policy(toys)
+    a = quiet(PPO(policy_class, toys.make_toy_vec_env(4), n_steps=8, batch_size=16, n_epochs=2, seed=0,
+                  learning_rate=1e-2, value_lr=3e-2))
+    a.learn(2 * 32)
+    trainable = a.trainable_parameter_names()
+    assert trainable and not any(n.startswith("body.") for n in trainable)
+    assert any(n.startswith("value_head.") for n in trainable)
+    a.save(tmp_path / "full")
+    a.save(tmp_path / "lora", trainable_only=True)
+    _, saved, _ = save_util.load_from_zip_file(tmp_path / "lora.zip")
+    assert set(saved["policy"]) == trainable  # no frozen weights, no buffers
+    _, full, _ = save_util.load_from_zip_file(tmp_path / "full.zip")
+    assert set(full["policy"]) > trainable
+    assert not hasattr(a, "_trainable_only_checkpoint")
+
+    b = quiet(PPO.load(tmp_path / "lora.zip", env=toys.make_toy_vec_env(4)))
+    assert_same(params(a), params(b))  # trainable from the checkpoint, frozen body rebuilt alike
+    assert_same_optimizer(a, b)
+    assert not hasattr(b, "_trainable_only_checkpoint")
+    b.save(tmp_path / "again")  # a later plain save is a full one
+    _, again, _ = save_util.load_from_zip_file(tmp_path / "again.zip")
+    assert set(again["policy"]) == set(full["policy"])
+
+    c = quiet(PPO(policy_class, toys.make_toy_vec_env(4), n_steps=8, batch_size=16, seed=1))
+    c.set_parameters(str(tmp_path / "lora.zip"))  # from a path, too
+    assert_same(params(a), params(c))
+
+    d = quiet(PPO(toys.TinyTokenPolicy, toys.make_toy_vec_env(4), n_steps=8, batch_size=16, seed=1))
+    with pytest.raises(ValueError, match="trainable parameters missing"):
+        d.set_parameters(str(tmp_path / "lora.zip"))  # body trainable here, but not in the checkpoint
