@@ -22,6 +22,10 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import KVWriter
+
+from algorithms import metrics as M
 from algorithms.distributed.config import LOGPROB_TYPES, PRECISIONS, RunConfig
 from algorithms.distributed.placement import (
     ComponentPlacement,
@@ -96,75 +100,53 @@ def resolve_resume(path: str) -> str:
     return os.path.join(path, CHECKPOINT_FILE) if os.path.isdir(path) else path
 
 
-# ---------------------------------------------------------------------------------------- logging helpers
-def _progress_writer(model_ref: dict, total_steps: int, num_envs: int):
-    from stable_baselines3.common.logger import KVWriter
+# ---------------------------------------------------------------------------------------- logging, checkpoints
+class ProgressWriter(KVWriter):
+    """One line per training step in the run's log: progress, throughput and the main metrics."""
 
-    from algorithms import metrics as M
+    NAMES = (M.ROLLOUT_RETURNS_MEAN, M.ENV_SUCCESS_ONCE, M.ENV_Q_SCORE, M.ENV_EPISODE_LEN, M.ACTOR_LOSS,
+             M.ACTOR_APPROX_KL, M.TIME_ROLLOUT, M.TIME_UPDATE, "rollout/discarded_steps")
 
-    class ProgressWriter(KVWriter):
-        """One line per training step in the run's log: progress, throughput and the main metrics."""
+    def __init__(self, model, total_steps: int):
+        self.model, self.total_steps = model, total_steps
+        self.t0 = time.perf_counter()
 
-        def __init__(self):
-            self.t0 = time.perf_counter()
+    def write(self, key_values: dict[str, Any], key_excluded: dict, step: int = 0) -> None:
+        elapsed = time.perf_counter() - self.t0
+        # train() dumps before the trainer counts its step: this dump is step global_step + 1
+        parts = [f"step {self.model.global_step + 1}/{self.total_steps}",
+                 f"{step} chunk steps ({step / max(elapsed, 1e-9):.1f}/s)"]
+        parts += [f"{name} {float(key_values[name]):.4g}" for name in self.NAMES if name in key_values]
+        log.info(" | ".join(parts) + f" | {elapsed:.0f} s")
 
-        def write(self, key_values: dict[str, Any], key_excluded: dict, step: int = 0) -> None:
-            model = model_ref.get("model")
-            g = (model.global_step if model is not None else 0) + 1
-            elapsed = time.perf_counter() - self.t0
-            parts = [f"step {g}/{total_steps}", f"{step} chunk steps ({step / max(elapsed, 1e-9):.1f}/s)"]
-            for name in (M.ROLLOUT_RETURNS_MEAN, M.ENV_SUCCESS_ONCE, M.ENV_Q_SCORE, M.ENV_EPISODE_LEN, M.ACTOR_LOSS,
-                         M.ACTOR_APPROX_KL, M.TIME_ROLLOUT, M.TIME_UPDATE):
-                if name in key_values:
-                    parts.append(f"{name} {float(key_values[name]):.4g}")
-            if "rollout/discarded_steps" in key_values:
-                parts.append(f"discarded {int(key_values['rollout/discarded_steps'])}")
-            log.info(" | ".join(parts) + f" | {elapsed:.0f} s")
-
-        def close(self) -> None:
-            pass
-
-    return ProgressWriter()
+    def close(self) -> None:
+        pass
 
 
-def _callbacks(c: RunConfig, log_dir: str):
-    from stable_baselines3.common.callbacks import BaseCallback
+class CheckpointCallback(BaseCallback):
+    """Saves the trainer to ``<log_dir>/checkpoints/global_step_N/actor.zip`` every `save_interval`
+    training steps (after the update; SB3 calls `on_rollout_start` next) and on `save`."""
 
-    from algorithms import VideoRecorderCallback
+    def __init__(self, log_dir: str, save_interval: int):
+        super().__init__()
+        self.log_dir, self.save_interval = log_dir, save_interval
+        self.saved: list[str] = []
 
-    class CheckpointCallback(BaseCallback):
-        """Saves the trainer every `runner.save_interval` training steps (after the update)."""
+    def _on_rollout_start(self) -> None:
+        g = self.model.global_step
+        if self.save_interval and g and g % self.save_interval == 0:
+            self.save(g)
 
-        def __init__(self):
-            super().__init__()
-            self.saved: list[str] = []
+    def _on_step(self) -> bool:
+        return True
 
-        def _on_rollout_start(self) -> None:
-            g = self.model.global_step
-            if c.runner.save_interval and g and g % c.runner.save_interval == 0 and not self._has(g):
-                self.save(g)
-
-        def _on_step(self) -> bool:
-            return True
-
-        def _has(self, g: int) -> bool:
-            return bool(self.saved) and self.saved[-1] == checkpoint_path(log_dir, g)
-
-        def save(self, g: int) -> str:
-            path = checkpoint_path(log_dir, g)
-            if not self._has(g):
-                self.model.save(path)
-                self.saved.append(path)
-                log.info("checkpoint: %s", path)
-            return path
-
-    callbacks = [CheckpointCallback()]
-    v = c.video_cfg
-    if v.save_video:
-        callbacks.append(VideoRecorderCallback(video_base_dir=v.video_base_dir, env_indices=(0,),
-                                               info_on_video=v.info_on_video, fps=v.fps,
-                                               every_n_episodes=v.every_n_episodes, max_videos=v.max_videos))
-    return callbacks
+    def save(self, g: int) -> str:
+        path = checkpoint_path(self.log_dir, g)
+        if not self.saved or self.saved[-1] != path:
+            self.model.save(path)
+            self.saved.append(path)
+            log.info("checkpoint: %s", path)
+        return path
 
 
 # ---------------------------------------------------------------------------------------- the runner
@@ -217,7 +199,7 @@ class EmbodiedRunner:
     def run(self) -> dict[str, Any]:
         import torch as th
 
-        from algorithms import make_logger
+        from algorithms import VideoRecorderCallback, make_logger
         from algorithms.distributed.pipeline import PipelinedGRPO, PipelinedPPO
         from vla_policies import OpenVLAOFTPolicy
 
@@ -255,21 +237,26 @@ class EmbodiedRunner:
         logger = make_logger(self.log_dir, c.runner.logger.logger_backends, project=c.runner.logger.project_name,
                              experiment_name=c.runner.logger.experiment_name,
                              config=dict(self.config_dict or asdict(c)))
-        ref: dict[str, Any] = {"model": model}
-        logger.output_formats.append(_progress_writer(ref, total, self.venv.num_envs))
+        logger.output_formats.append(ProgressWriter(model, total))
         model.set_logger(logger)
-        callbacks = _callbacks(c, self.log_dir)
+        checkpoints = CheckpointCallback(self.log_dir, c.runner.save_interval)
+        callbacks: list[BaseCallback] = [checkpoints]
+        v = c.video_cfg
+        if v.save_video:
+            videos = VideoRecorderCallback(video_base_dir=v.video_base_dir, env_indices=(0,),
+                                           info_on_video=v.info_on_video, fps=v.fps,
+                                           every_n_episodes=v.every_n_episodes, max_videos=v.max_videos)
+            callbacks.append(videos)
         remaining = max(total - model.global_step, 0)
         log.info("training for %d step(s) of %d chunk steps x %d envs", remaining, model.n_steps, self.venv.num_envs)
         # log_interval=None: one dump per training step (rollout and update metrics together, at train()'s end)
         model.learn(remaining * model.n_steps * self.venv.num_envs, callback=callbacks, log_interval=None,
                     reset_num_timesteps=resume is None)
-        final = callbacks[0].save(model.global_step)
-        videos = list(getattr(callbacks[-1], "paths", [])) if c.video_cfg.save_video else []
+        final = checkpoints.save(model.global_step)
         logger.close()
         summary = {"global_step": model.global_step, "num_timesteps": model.num_timesteps,
-                   "seconds": time.perf_counter() - t0, "checkpoints": callbacks[0].saved, "final_checkpoint": final,
-                   "videos": videos, "env_worker_restarts": sum(self.venv.restarts),
+                   "seconds": time.perf_counter() - t0, "checkpoints": checkpoints.saved, "final_checkpoint": final,
+                   "videos": list(videos.paths) if v.save_video else [], "env_worker_restarts": sum(self.venv.restarts),
                    "rollout_workers": len(self.rollout_group.workers) if self.rollout_group else 0,
                    "rollout_weights_version": self.rollout_group.version if self.rollout_group else None,
                    "discarded_steps": model.discarded_steps}
