@@ -2,7 +2,7 @@
 
     import gymnasium as gym
     from stable_baselines3.common.env_util import make_vec_env
-    from algorithms import GRPO, PPO, VideoRecorderCallback, make_logger
+    from algorithms import GRPO, PPO, VideoRecorderCallback, evaluate, make_logger
     from behavior_gym.wrappers import ActionChunkWrapper, SB3ObservationWrapper
     from vla_policies import OpenVLAOFTPolicy
 
@@ -15,6 +15,8 @@
     model.set_logger(make_logger("logs/ppo", ["tensorboard", "wandb"], mode="offline"))
     model.learn(100_000, callback=VideoRecorderCallback(info_on_video=True), progress_bar=True)
     model.save("logs/ppo/checkpoint")  # atomic; PPO.load("logs/ppo/checkpoint.zip", env=...) resumes
+    model.save("logs/ppo/adapters", trainable_only=True)  # LoRA + value head only; the base from model_path
+    stats = evaluate(model, eval_env, episodes=20)  # success_rate, q_score, episode_len, per_task
 
 `objectives` holds the losses as pure functions, `buffers` the lean rollout storage, `metrics` the
 metric names, `logging` the TensorBoard / W&B / SwanLab logger, `callbacks` the video recorder and
