@@ -25,6 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("train_embodied_agent")
+logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL's note that OpenGL_accelerate is missing
 
 
 class _Tee:
@@ -77,7 +78,6 @@ def validate(cfg: DictConfig):
 def main(cfg: DictConfig) -> None:
     from algorithms.distributed.config import ConfigError
 
-    logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL's note about OpenGL_accelerate
     run_dir = HydraConfig.get().runtime.output_dir
     cfg.runner.logger.log_path = run_dir  # ${runner.logger.log_path} (videos, ...) now means the run's folder
     try:
