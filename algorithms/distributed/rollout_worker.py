@@ -4,8 +4,9 @@ When `cluster.component_placement` gives rollout other devices than the actor, e
 gets a `RolloutWorker` (a Ray actor) holding its own copy of the policy. The trainer sends it a batch
 of observations and gets back what SB3's rollout loop needs: actions, values and log-probs (per
 token for token-level PPO). After every update the trainer pushes its weights (`RolloutGroup.sync`):
-the first time the whole state dict, afterwards only the trainable tensors (with LoRA: the adapters
-and the value head), through Ray's object store, once for all workers.
+the trainable tensors (with LoRA: the adapters and the value head), plus, the first time, the frozen
+ones too unless both sides loaded them from the same checkpoint; through Ray's object store, once
+for all workers.
 """
 
 from __future__ import annotations
@@ -71,15 +72,17 @@ class RolloutGroup:
 
     Args:
         workers: Ray handles of `RolloutWorker` actors.
+        full_first_sync: push every tensor the first time (the policies were initialised at random);
+            False when trainer and workers loaded the same checkpoint, so the frozen weights already agree.
     """
 
-    def __init__(self, workers: Sequence[Any]):
+    def __init__(self, workers: Sequence[Any], full_first_sync: bool = True):
         self.workers = list(workers)
         self.version = -1
-        self._synced_once = False
+        self._synced_once = not full_first_sync
 
     def sync(self, policy: th.nn.Module, version: int) -> None:
-        """Push the trainer's weights (all of them the first time, then the trainable ones)."""
+        """Push the trainer's weights (the trainable ones; all of them on a full first sync)."""
         if self._synced_once:
             trainable = {n for n, p in policy.named_parameters() if p.requires_grad}
             state = {k: v.detach().cpu() for k, v in policy.state_dict().items() if k in trainable}

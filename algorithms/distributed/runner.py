@@ -194,7 +194,7 @@ class EmbodiedRunner:
             type(model.policy), model.observation_space, model.action_space, kwargs,
             token_level=model._token_level, bf16=model.use_bf16) for d in devices]
         log.info("%d rollout worker(s) on %s", len(workers), ", ".join(map(str, devices)))
-        return RolloutGroup(workers)
+        return RolloutGroup(workers, full_first_sync=self.cfg.actor.model.model_path is None)
 
     def run(self) -> dict[str, Any]:
         import torch as th
