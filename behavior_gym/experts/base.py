@@ -24,7 +24,7 @@ from behavior_gym.experts.ik import ArmIK, grasp_rotation
 from behavior_gym.spaces import ACTION_HIGH, ACTION_LOW, ACTION_PART, GRIPPER_OPEN_WIDTH
 
 DT = 1.0 / r1.CONTROL_HZ
-DV = np.array([0.03, 0.03, 0.04])  # gentle experts: the most the base velocity changes per step
+DV = np.array([0.02, 0.02, 0.03])  # gentle experts: the most the base velocity changes per step
 TORSO = ACTION_PART["torso"].slice
 ARM = {"left": ACTION_PART["left_arm"].slice, "right": ACTION_PART["right_arm"].slice}
 GRIP = {"left": ACTION_PART["left_gripper"].start, "right": ACTION_PART["right_gripper"].start}
@@ -284,9 +284,9 @@ class ScriptedExpert:
                 # Slower, with smooth accelerations: a jerk of the base shakes a held object out of
                 # the fingers.
                 n = np.linalg.norm(new[:2])
-                if n > 0.5:
-                    new[:2] *= 0.5 / n
-                new[2] = np.clip(new[2], -0.6, 0.6)
+                if n > 0.35:
+                    new[:2] *= 0.35 / n
+                new[2] = np.clip(new[2], -0.45, 0.45)
                 new = self.cmd[:3] + np.clip(new - self.cmd[:3], -DV, DV)
             self.cmd[:3] = new
             yield self._with_gravity_offset(self.cmd)
