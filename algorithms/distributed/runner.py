@@ -91,6 +91,18 @@ def trainer_kwargs(c: RunConfig) -> dict[str, Any]:
     return kwargs
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def log_file_handler(path: str) -> logging.Handler:
+    """Appends log lines to the run's log file (the driver and the runner share it; each line is one
+    append, so their lines do not mix)."""
+    handler = logging.FileHandler(path, mode="a")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setLevel(logging.INFO)
+    return handler
+
+
 def checkpoint_path(log_dir: str, global_step: int) -> str:
     return os.path.join(log_dir, CHECKPOINT_DIR, f"global_step_{global_step}", CHECKPOINT_FILE)
 
@@ -163,11 +175,15 @@ class EmbodiedRunner:
 
     def __init__(self, cfg: RunConfig, placement: ComponentPlacement, reservation, log_dir: str,
                  config_dict: Mapping[str, Any] | None = None):
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, force=True)
         self.cfg, self.placement, self.reservation = cfg, placement, reservation
         self.log_dir = log_dir
         self.config_dict = config_dict
         self.venv = self.model = self.rollout_group = None
+        self._log_file = None
+        if log_dir and os.path.isdir(log_dir):  # Ray forwards our stdout to the driver only on a best-effort basis
+            self._log_file = log_file_handler(os.path.join(log_dir, "run_embodiment.log"))
+            logging.getLogger().addHandler(self._log_file)
 
     def ping(self) -> tuple[int, str]:
         return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES", "")
@@ -208,7 +224,6 @@ class EmbodiedRunner:
         if not th.cuda.is_available():
             env_here = sum(d.node == node for d in env_worker_devices(self.placement, c.env.train.num_env_subprocess))
             th.set_num_threads(max(1, (os.cpu_count() or 1) - env_here))
-        log.info("%s", self.placement.describe())
         log.info("actor on %s (torch on %s, %d thread(s))", ", ".join(map(str, mine)),
                  "cuda" if th.cuda.is_available() else "cpu", th.get_num_threads())
         if len(self.placement.nodes("actor")) > 1 or len(mine) > 1:
@@ -269,6 +284,9 @@ class EmbodiedRunner:
             self.rollout_group.close()
         if self.venv is not None:
             self.venv.close()
+        if self._log_file is not None:
+            logging.getLogger().removeHandler(self._log_file)
+            self._log_file.close()
 
 
 def launch(cfg: RunConfig, placement: ComponentPlacement, log_dir: str,

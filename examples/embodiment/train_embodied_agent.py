@@ -3,7 +3,7 @@
     python examples/embodiment/train_embodied_agent.py --config-path config --config-name CONFIG [key=value ...]
 
 1. Compose the config, make the run's folder ``<runner.logger.log_path>/<time>-<config>`` the log path
-   (TensorBoard events, checkpoints, videos, the resolved config and this run's log go there).
+   (TensorBoard events, checkpoints, videos, the resolved config and run_embodiment.log go there).
 2. Check it completely before anything starts: unknown keys, types, placement against the GPUs,
    env counts and stages, batch sizes, the model path, logger backends, the simulator backend.
    Problems are printed with their keys and the exit status is 2.
@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import time
@@ -26,28 +25,6 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("train_embodied_agent")
 logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL's note that OpenGL_accelerate is missing
-
-
-class _Tee:
-    """Writes to a stream and to the run's log file (Ray prints its workers' output to our stdout);
-    the file gets no terminal colour codes."""
-
-    _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-    def __init__(self, stream, file):
-        self.stream, self.file = stream, file
-
-    def write(self, data: str) -> int:
-        self.file.write(self._ANSI.sub("", data))
-        self.file.flush()
-        return self.stream.write(data)
-
-    def flush(self) -> None:
-        self.stream.flush()
-        self.file.flush()
-
-    def __getattr__(self, name: str):
-        return getattr(self.stream, name)
 
 
 def validate(cfg: DictConfig):
@@ -77,6 +54,7 @@ def validate(cfg: DictConfig):
 @hydra.main(version_base="1.3", config_path="config", config_name="behavior_ppo_openvlaoft_embedded")
 def main(cfg: DictConfig) -> None:
     from algorithms.distributed.config import ConfigError
+    from algorithms.distributed.runner import log_file_handler
 
     run_dir = HydraConfig.get().runtime.output_dir
     cfg.runner.logger.log_path = run_dir  # ${runner.logger.log_path} (videos, ...) now means the run's folder
@@ -88,11 +66,8 @@ def main(cfg: DictConfig) -> None:
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing ran: leave no empty run folder behind
         sys.exit(2)
 
-    log_file = open(os.path.join(run_dir, "run_embodiment.log"), "a", buffering=1)  # noqa: SIM115
-    sys.stdout, sys.stderr = _Tee(sys.stdout, log_file), _Tee(sys.stderr, log_file)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler):
-            handler.setStream(sys.stdout)
+    # The run's log: this process and the runner (a Ray actor) both append their lines to it.
+    logging.getLogger().addHandler(log_file_handler(os.path.join(run_dir, "run_embodiment.log")))
     resolved = OmegaConf.to_container(cfg, resolve=True)
     with open(os.path.join(run_dir, "config.yaml"), "w") as f:
         f.write(OmegaConf.to_yaml(resolved))
@@ -108,6 +83,9 @@ def main(cfg: DictConfig) -> None:
     connect(run_cfg.cluster.ray_address, run_cfg.cluster.num_nodes, num_cpus=os.cpu_count())
     try:
         summary = launch(run_cfg, placement, run_dir, resolved)
+    except Exception:
+        log.exception("training failed")
+        raise
     finally:
         ray.shutdown()
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
