@@ -59,8 +59,8 @@ def evaluate(policy_or_model: Any, env: gym.Env | VecEnv, episodes: int = 10, de
     Args:
         policy_or_model: an SB3 model / policy (its ``predict(obs, deterministic=...)``) or a callable
             from an observation (batched for a VecEnv) to an action.
-        env: a Gymnasium env, or an SB3 VecEnv (its envs run in parallel; the first `episodes`
-            episodes to finish are counted, which favours short episodes when lengths vary).
+        env: a Gymnasium env, or an SB3 VecEnv (its envs run in parallel; each env contributes
+            `episodes / num_envs` episodes, its first ones, so short episodes are not favoured).
         episodes: number of episodes.
         deterministic: act with the mode of the policy's distribution.
         seed: a Gymnasium env is reset with ``seed + i`` for episode i (None: unseeded after the
@@ -81,13 +81,19 @@ def evaluate(policy_or_model: Any, env: gym.Env | VecEnv, episodes: int = 10, de
         obs = env.reset()
         steps = np.zeros(env.num_envs, dtype=np.int64)
         returns = np.zeros(env.num_envs, dtype=np.float64)
+        # Each env contributes its share of the episodes (the first ones it finishes), so that short
+        # episodes (often the successes, or one task of several) are not over-counted.
+        quota = np.full(env.num_envs, episodes // env.num_envs)
+        quota[: episodes % env.num_envs] += 1
+        done_count = np.zeros(env.num_envs, dtype=np.int64)
         while len(rows) < episodes:
             obs, rewards, dones, infos = env.step(act(obs))
             steps += 1
             returns += rewards
             for i in np.flatnonzero(dones):
-                if len(rows) < episodes:
+                if done_count[i] < quota[i]:
                     rows.append(_episode(infos[i], int(steps[i]), returns[i]))
+                    done_count[i] += 1
                 steps[i], returns[i] = 0, 0.0
     else:
         for i in range(episodes):

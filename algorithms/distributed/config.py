@@ -55,6 +55,7 @@ class RunnerConfig:
     max_steps: int = -1  # if > 0, at most this many training steps (RLinf's cap on max_epochs)
     save_interval: int = 10  # checkpoint every N training steps (0: only the final one)
     resume_dir: str | None = None  # a checkpoints/global_step_N folder (or its actor.zip) to continue from
+    max_minutes: float | None = None  # stop (with a checkpoint) once training has run this long; resume_dir goes on
 
 
 @dataclass
@@ -71,6 +72,8 @@ class EnvConfig:
     backend: str = "mujoco"  # "mujoco" (embedded) or "omnigibson" (BEHAVIOR-1K on Isaac Sim)
     task: str = "pick_and_place"
     instance_id: int = 0
+    tasks: list[str] = field(default_factory=list)  # several tasks, cycled over the envs (GRPO: over groups)
+    instance_ids: list[int] = field(default_factory=list)  # several instances (scene variants), cycled likewise
     image_size: int = 224
     total_num_envs: int = 8
     num_env_subprocess: int = 1  # env worker processes per env device (GPU, or CPU node)
@@ -327,9 +330,10 @@ def check_run_config(c: RunConfig, gpus_per_node: int) -> ComponentPlacement:
         add("env.train.backend", f"unknown backend {e.backend!r}; choose 'mujoco' (embedded, runs anywhere) or "
                                  "'omnigibson' (BEHAVIOR-1K on Isaac Sim)")
     elif e.backend == "mujoco":
-        msg = _embedded_task_problem(e.task)
-        if msg:
-            add("env.train.task", msg)
+        for key, task in [("env.train.task", e.task)] * (not e.tasks) + [("env.train.tasks", t) for t in e.tasks]:
+            msg = _embedded_task_problem(task)
+            if msg:
+                add(key, msg)
     else:
         from behavior_gym.backends import omnigibson_available
 

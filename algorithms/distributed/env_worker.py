@@ -34,18 +34,29 @@ class EnvSpec:
     reward_coef: float = 1.0
     success_bonus: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)  # more env keyword arguments (OmniGibson overrides)
+    tasks: tuple[str, ...] = ()  # several tasks: env i runs tasks[(i // group_size) % len(tasks)]
+    instance_ids: tuple[int, ...] = ()  # several instances, cycled the same way
+    group_size: int = 1  # GRPO: the envs of a group share their task and instance
 
-    def make(self, gpu_id: int | None = None):
+    def task_of(self, env_index: int) -> tuple[str, int]:
+        """The task and instance id of global env `env_index`."""
+        g = env_index // max(self.group_size, 1)
+        task = self.tasks[g % len(self.tasks)] if self.tasks else self.task
+        inst = self.instance_ids[g % len(self.instance_ids)] if self.instance_ids else self.instance_id
+        return task, int(inst)
+
+    def make(self, gpu_id: int | None = None, env_index: int = 0):
         from stable_baselines3.common.monitor import Monitor
 
         from behavior_gym.backends.omnigibson.processes import env_factories
         from behavior_gym.wrappers import ActionChunkWrapper, SB3ObservationWrapper
 
-        kwargs = dict(image_size=self.image_size, instance_id=self.instance_id, obs_every=self.obs_every,
+        task, instance_id = self.task_of(env_index)
+        kwargs = dict(image_size=self.image_size, instance_id=instance_id, obs_every=self.obs_every,
                       reward_coef=self.reward_coef, success_bonus=self.success_bonus, **self.extra)
         if self.max_episode_steps is not None:
             kwargs["max_episode_steps"] = self.max_episode_steps
-        factory = env_factories(self.task, 1, self.backend, None if gpu_id is None else [gpu_id], None, **kwargs)[0]
+        factory = env_factories(task, 1, self.backend, None if gpu_id is None else [gpu_id], None, **kwargs)[0]
         return Monitor(SB3ObservationWrapper(ActionChunkWrapper(factory(), chunk=self.chunk)))
 
 
@@ -68,7 +79,7 @@ class EnvWorker:
     def __init__(self, spec: EnvSpec, env_ids: Sequence[int], gpu_id: int | None = None):
         self.env_ids = list(env_ids)
         self.gpu_id = gpu_id
-        self.envs = [spec.make(gpu_id) for _ in self.env_ids]
+        self.envs = [spec.make(gpu_id, i) for i in self.env_ids]
 
     def ping(self) -> int:
         return os.getpid()

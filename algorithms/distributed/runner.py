@@ -46,7 +46,9 @@ def env_spec(c: RunConfig):
     e, k = c.env.train, c.actor.model.num_action_chunks
     return EnvSpec(task=e.task, backend=e.backend, chunk=k, image_size=e.image_size, instance_id=e.instance_id,
                    max_episode_steps=e.max_episode_steps, obs_every=k if e.skip_intermediate_obs_in_chunk else 1,
-                   reward_coef=e.reward_coef, success_bonus=e.success_bonus, extra=dict(e.omni_config))
+                   reward_coef=e.reward_coef, success_bonus=e.success_bonus, extra=dict(e.omni_config),
+                   tasks=tuple(e.tasks), instance_ids=tuple(e.instance_ids),
+                   group_size=c.algorithm.group_size if c.algorithm.adv_type == "grpo" else 1)
 
 
 def policy_kwargs(c: RunConfig) -> dict[str, Any]:
@@ -113,6 +115,23 @@ def resolve_resume(path: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------- logging, checkpoints
+class TimeBudgetCallback(BaseCallback):
+    """Ends `learn` once `seconds` have passed (the rollout in progress is dropped; the last finished
+    training step is what the final checkpoint holds), so long runs go in pieces with `resume_dir`."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+        self.start = time.perf_counter()
+
+    def _on_step(self) -> bool:
+        if time.perf_counter() - self.start < self.seconds:
+            return True
+        log.info("runner.max_minutes reached after %.0f s at training step %d; resume with runner.resume_dir",
+                 time.perf_counter() - self.start, getattr(self.model, "global_step", -1))
+        return False
+
+
 class ProgressWriter(KVWriter):
     """One line per training step in the run's log: progress, throughput and the main metrics."""
 
@@ -256,6 +275,8 @@ class EmbodiedRunner:
         model.set_logger(logger)
         checkpoints = CheckpointCallback(self.log_dir, c.runner.save_interval)
         callbacks: list[BaseCallback] = [checkpoints]
+        if c.runner.max_minutes is not None:
+            callbacks.append(TimeBudgetCallback(60 * c.runner.max_minutes))
         v = c.video_cfg
         if v.save_video:
             videos = VideoRecorderCallback(video_base_dir=v.video_base_dir, env_indices=(0,),

@@ -101,6 +101,36 @@ def record_episodes(task: str, n: int, path: str | os.PathLike, seed0: int = 0, 
     return {"episodes": n, "written": written, "successes": successes}
 
 
+def _record_shard(args: tuple) -> dict:
+    task, n, path, seed0, image_size, successful_only = args
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    out = record_episodes(task, n, path, seed0=seed0, image_size=image_size, successful_only=successful_only)
+    return {"task": task, "path": str(path), **out}
+
+
+def record_parallel(tasks: list[str], episodes: int, out_dir: str | os.PathLike, workers: int = 1, seed0: int = 0,
+                    image_size: int = 224, successful_only: bool = True) -> list[dict]:
+    """Record `episodes` expert episodes of each task into `out_dir/<task>_<k>.hdf5`, with `workers`
+    processes (each writes its own shard). Episode j of a task uses seed and instance `seed0 + j`."""
+    import multiprocessing as mp
+
+    os.makedirs(out_dir, exist_ok=True)
+    shards_per_task = max(1, min(episodes, -(-workers // max(len(tasks), 1))))
+    jobs = []
+    for task in tasks:
+        bounds = np.linspace(0, episodes, shards_per_task + 1).astype(int)
+        for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+            path = os.path.join(out_dir, f"{task}_{k:03d}.hdf5")
+            if os.path.exists(path):
+                os.remove(path)  # a shard is written whole or recorded again
+            if b > a:
+                jobs.append((task, int(b - a), path, seed0 + int(a), image_size, successful_only))
+    if workers <= 1:
+        return [_record_shard(j) for j in jobs]
+    with mp.get_context("forkserver").Pool(min(workers, len(jobs))) as pool:
+        return pool.map(_record_shard, jobs, chunksize=1)
+
+
 def read_episode(path: str | os.PathLike, index: int = 0) -> dict:
     """One episode as numpy arrays plus its attributes."""
     with h5py.File(path, "r") as f:

@@ -28,17 +28,23 @@ class SB3ObservationWrapper(gym.ObservationWrapper):
         space = env.observation_space
         if not isinstance(space, spaces.Dict):
             raise ValueError(f"SB3ObservationWrapper needs a Dict observation space, got {space}")
-        self.text_keys: dict[str, int] = {
-            key: int(max_len or sub.max_length or INSTRUCTION_MAX_LEN)
-            for key, sub in space.spaces.items() if isinstance(sub, spaces.Text)
-        }
-        self.observation_space = spaces.Dict({
-            key: spaces.Box(0, 127, (self.text_keys[key],), np.uint8) if key in self.text_keys else sub
-            for key, sub in space.spaces.items()
-        })
+        self.text_keys = _text_keys(space, max_len)
+        self.observation_space = sb3_observation_space(space, max_len)
 
     def observation(self, observation: dict) -> dict:
         out = dict(observation)
         for key, n in self.text_keys.items():
             out[key] = encode_instruction(observation[key], n)
         return out
+
+
+def _text_keys(space: spaces.Dict, max_len: int | None) -> dict[str, int]:
+    return {key: int(max_len or sub.max_length or INSTRUCTION_MAX_LEN)
+            for key, sub in space.spaces.items() if isinstance(sub, spaces.Text)}
+
+
+def sb3_observation_space(space: spaces.Dict, max_len: int | None = None) -> spaces.Dict:
+    """The observation space `SB3ObservationWrapper` makes of `space` (Text entries -> uint8 codes)."""
+    text = _text_keys(space, max_len)
+    return spaces.Dict({key: spaces.Box(0, 127, (text[key],), np.uint8) if key in text else sub
+                        for key, sub in space.spaces.items()})

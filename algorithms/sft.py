@@ -1,0 +1,370 @@
+"""Supervised fine-tuning (behaviour cloning) of OpenVLA-OFT on scripted-expert demonstrations.
+
+The way OpenVLA-OFT is fine-tuned: every frame of a demonstration is one sample, its target the
+next K actions (the chunk; past the episode's end the last action repeats), discretised into the
+policy's action tokens with `norm_stats` computed from the demonstrations; the loss is the
+cross-entropy of all K x 23 parallel-decoded tokens. The result is a released-layout checkpoint
+(`save_pretrained`) that the RL configs load with `actor.model.model_path` and
+`actor.model.unnorm_key=behavior_embedded`.
+
+    demos = load_demos(["demos/pick_and_place.hdf5"], chunk=8)
+    policy = sft_policy(demos, preset="small", device="cuda")
+    train_sft(policy, demos, SFTConfig(steps=3000), out_dir="runs/sft")   # resumable
+
+Demonstrations are the HDF5 files of `behavior_gym.experts.recorder` (head [T, 3, H, W], wrists
+[T, 2, 3, H, W], proprio [T, 61], actions [T, 23]). Only successful episodes are used by default.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from behavior_gym.spaces import ACTION_DIM, ACTION_PART
+
+log = logging.getLogger(__name__)
+
+UNNORM_KEY = "behavior_embedded"
+STATE_FILE = "sft_state.pt"
+MODEL_DIR = "model"
+_GRIPPERS = (ACTION_PART["left_gripper"].start, ACTION_PART["right_gripper"].start)
+
+
+@dataclass
+class DemoSet:
+    """Demonstration frames in memory, images as uint8.
+
+    Attributes:
+        head: [N, 3, H, W]; wrist: [N, 2, 3, H, W]; proprio: [N, 61].
+        chunks: [N, K, 23] the K actions from each frame on.
+        instruction: [N] index into `instructions`; task: [N] index into `tasks`.
+        episodes: number of episodes the frames come from.
+    """
+
+    head: np.ndarray
+    wrist: np.ndarray
+    proprio: np.ndarray
+    chunks: np.ndarray
+    instruction: np.ndarray
+    instructions: list[str]
+    task: np.ndarray
+    tasks: list[str]
+    episodes: int
+    actions: np.ndarray = field(repr=False, default=None)  # [M, 23] every action of the episodes (statistics)
+
+    def __len__(self) -> int:
+        return len(self.head)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.head, self.wrist, self.proprio, self.chunks))
+
+
+def _chunks(actions: np.ndarray, k: int) -> np.ndarray:
+    """[T, A] -> [T, K, A]: for each t the actions t..t+K-1, the last one repeated past the end."""
+    idx = np.minimum(np.arange(len(actions))[:, None] + np.arange(k)[None], len(actions) - 1)
+    return actions[idx]
+
+
+def load_demos(paths: list[str], chunk: int = 8, frame_stride: int = 1, successful_only: bool = True,
+               tasks: list[str] | None = None, max_episodes_per_task: int | None = None) -> DemoSet:
+    """Read demonstration files into memory.
+
+    Args:
+        paths: HDF5 files written by `behavior_gym.experts.recorder` (or folders holding them).
+        chunk: actions per sample (the policy's K).
+        frame_stride: keep every n-th frame as a sample (neighbouring frames are nearly the same);
+            the chunks still hold consecutive actions.
+        successful_only: skip episodes the expert failed.
+        tasks: keep only these tasks (None: all).
+        max_episodes_per_task: cap per task (None: all).
+    """
+    files = []
+    for p in paths:
+        if os.path.isdir(p):
+            files += sorted(os.path.join(p, f) for f in os.listdir(p) if f.endswith((".hdf5", ".h5")))
+        elif os.path.exists(p):
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"no demonstration file or folder {p!r}; record some with "
+                                    "examples/embodiment/collect_demos.py")
+    if not files:
+        raise FileNotFoundError(f"no .hdf5 demonstration files in {paths}")
+    parts: dict[str, list] = {k: [] for k in ("head", "wrist", "proprio", "chunks", "instruction", "task", "actions")}
+    instructions: list[str] = []
+    task_names: list[str] = []
+    per_task: dict[str, int] = {}
+    episodes = 0
+    for path in files:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != "behavior_gym.demos":
+                raise ValueError(f"{path} is not a behavior_gym demonstration file (attrs format="
+                                 f"{f.attrs.get('format')!r})")
+            for name in sorted(k for k in f if k.startswith("episode_")):
+                g = f[name]
+                attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in g.attrs.items()}
+                task = str(attrs["task"])
+                if (successful_only and not attrs.get("success", False)) or (tasks and task not in tasks):
+                    continue
+                if max_episodes_per_task is not None and per_task.get(task, 0) >= max_episodes_per_task:
+                    continue
+                per_task[task] = per_task.get(task, 0) + 1
+                actions = g["actions"][()].astype(np.float32)
+                keep = np.arange(0, len(actions), frame_stride)
+                parts["head"].append(g["head_rgb"][()][keep])
+                parts["wrist"].append(g["wrist_rgb"][()][keep])
+                parts["proprio"].append(g["proprio"][()][keep].astype(np.float32))
+                parts["chunks"].append(_chunks(actions, chunk)[keep])
+                parts["actions"].append(actions)
+                text = str(attrs["instruction"])
+                if text not in instructions:
+                    instructions.append(text)
+                if task not in task_names:
+                    task_names.append(task)
+                parts["instruction"].append(np.full(len(keep), instructions.index(text), np.int32))
+                parts["task"].append(np.full(len(keep), task_names.index(task), np.int32))
+                episodes += 1
+    if not episodes:
+        raise ValueError(f"no usable episodes in {files} (successful_only={successful_only}, tasks={tasks})")
+    data = {k: np.concatenate(v) for k, v in parts.items()}
+    return DemoSet(head=data["head"], wrist=data["wrist"], proprio=data["proprio"], chunks=data["chunks"],
+                   instruction=data["instruction"], instructions=instructions, task=data["task"], tasks=task_names,
+                   episodes=episodes, actions=data["actions"])
+
+
+def _stats(x: np.ndarray) -> dict[str, list]:
+    return {"mean": x.mean(0).tolist(), "std": x.std(0).tolist(), "min": x.min(0).tolist(), "max": x.max(0).tolist(),
+            "q01": np.quantile(x, 0.01, axis=0).tolist(), "q99": np.quantile(x, 0.99, axis=0).tolist()}
+
+
+def demo_norm_stats(demos: DemoSet) -> dict[str, Any]:
+    """OpenVLA-style `norm_stats` entry (actions and proprio: mean, std, min, max, q01, q99, mask).
+
+    The grippers are already in [-1, 1] and stay unnormalised (mask False), as in OpenVLA.
+    """
+    action = _stats(demos.actions)
+    mask = np.ones(ACTION_DIM, bool)
+    mask[list(_GRIPPERS)] = False
+    action["mask"] = mask.tolist()
+    proprio = _stats(demos.proprio)
+    proprio["mask"] = [True] * demos.proprio.shape[1]
+    return {"action": action, "proprio": proprio, "num_transitions": int(len(demos.actions)),
+            "num_trajectories": int(demos.episodes)}
+
+
+def sft_policy(demos: DemoSet, preset: str = "small", device: str | torch.device = "cpu", use_proprio: bool = True,
+               image_size: int = 224, config_overrides: dict[str, Any] | None = None, **policy_kwargs: Any):
+    """A fresh `OpenVLAOFTPolicy` (preset weights) whose `norm_stats` come from `demos`.
+
+    The policy is kept in float32 (master weights); `train_sft` runs the forward pass in bf16
+    autocast on CUDA.
+    """
+    import gymnasium as gym
+
+    from behavior_gym.spaces import ACTION_HIGH, ACTION_LOW, observation_space
+    from behavior_gym.wrappers.sb3 import sb3_observation_space
+    from vla_policies import OpenVLAOFTPolicy
+    from vla_policies.sb3_policy import make_lr_schedule
+
+    k = demos.chunks.shape[1]
+    obs_space = sb3_observation_space(observation_space(image_size, max(len(demos.tasks), 1)))
+    action_space = gym.spaces.Box(np.tile(ACTION_LOW, k), np.tile(ACTION_HIGH, k), dtype=np.float32)
+    overrides = {"num_action_chunks": k, "use_proprio": use_proprio,
+                 "norm_stats": {UNNORM_KEY: demo_norm_stats(demos)}, **(config_overrides or {})}
+    policy = OpenVLAOFTPolicy(obs_space, action_space, make_lr_schedule(1e-4), preset=preset,
+                              config_overrides=overrides, unnorm_key=UNNORM_KEY, torch_dtype="float32",
+                              model_device=device, **policy_kwargs)
+    return policy.to(device)
+
+
+@dataclass
+class SFTConfig:
+    """Settings of `train_sft`."""
+
+    steps: int = 2000  # optimizer steps in all
+    batch_size: int = 32
+    lr: float = 3e-4
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1  # cosine decay down to lr * this
+    weight_decay: float = 0.01
+    clip_grad: float = 1.0
+    bf16: bool | None = None  # None: on CUDA
+    random_shift: int = 8  # pixels of random image translation (0: no augmentation)
+    log_every: int = 50
+    save_every: int = 500  # resumable state every N steps (and at the end / the time budget)
+    max_minutes: float | None = None  # stop (with a checkpoint) after this long; rerun to go on
+    seed: int = 0
+
+
+def _random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """DrQ-style augmentation: pad by `pad` (edge pixels) and crop back at a random offset per image.
+
+    images: uint8 [B, n, 3, H, W] on any device.
+    """
+    b, n, c, h, w = images.shape
+    x = torch.nn.functional.pad(images.reshape(b * n, c, h, w).float(), (pad,) * 4, mode="replicate")
+    dx = torch.randint(0, 2 * pad + 1, (b * n,), generator=generator).to(images.device)
+    dy = torch.randint(0, 2 * pad + 1, (b * n,), generator=generator).to(images.device)
+    rows = (dy[:, None] + torch.arange(h, device=images.device)[None])  # [bn, h]
+    cols = (dx[:, None] + torch.arange(w, device=images.device)[None])  # [bn, w]
+    x = x[torch.arange(b * n, device=images.device)[:, None, None, None], torch.arange(c, device=images.device)[None, :,
+          None, None], rows[:, None, :, None], cols[:, None, None, :]]
+    return x.round().to(torch.uint8).reshape(b, n, c, h, w)
+
+
+class _Batches:
+    """Random mini-batches of a `DemoSet`, images moved to the device as uint8."""
+
+    def __init__(self, demos: DemoSet, device: torch.device, seed: int):
+        self.demos = demos
+        self.device = device
+        self.rng = np.random.default_rng(seed)
+        self.head = torch.from_numpy(demos.head)
+        self.wrist = torch.from_numpy(demos.wrist)
+        self.proprio = torch.from_numpy(demos.proprio)
+        self.chunks = torch.from_numpy(demos.chunks.reshape(len(demos), -1))
+
+    def sample(self, n: int) -> tuple[dict[str, Any], torch.Tensor]:
+        idx = torch.from_numpy(np.sort(self.rng.choice(len(self.demos), size=n, replace=len(self.demos) < n)))
+        move = dict(device=self.device, non_blocking=True)
+        images = torch.cat([self.head[idx][:, None], self.wrist[idx]], dim=1).to(**move)
+        obs = {"images": images, "proprio": self.proprio[idx].to(**move),
+               "instruction": [self.demos.instructions[i] for i in self.demos.instruction[idx.numpy()]]}
+        return obs, self.chunks[idx].to(**move)
+
+
+def _atomic_torch_save(obj: Any, path: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _lr_at(step: int, cfg: SFTConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+
+def sft_loss(policy, obs: dict[str, Any], chunks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy of the demonstrated action tokens and the greedy token accuracy."""
+    images = obs["images"]
+    batch = {"head_rgb": images[:, 0], "wrist_rgb": images[:, 1:], "proprio": obs["proprio"],
+             "instruction": obs["instruction"]}
+    dist = policy.get_distribution(batch)
+    bins = policy._actions_to_bins(chunks)
+    live = ~policy._collapsed.to(bins.device)
+    loss = -dist.log_prob(bins)[:, live].mean()
+    acc = (dist.mode() == bins)[:, live].float().mean()
+    return loss, acc
+
+
+def train_sft(policy, demos: DemoSet, cfg: SFTConfig, out_dir: str, logger=None) -> dict[str, Any]:
+    """Behaviour-clone `policy` on `demos`; resumes from `out_dir/sft_state.pt` when it exists.
+
+    Writes `out_dir/sft_state.pt` (weights, optimizer, step, RNG; atomically) every `save_every`
+    steps and when the time budget ends, and the released-layout checkpoint `out_dir/model/` at
+    the end. Returns a summary (steps done, final loss and accuracy, samples/s, whether finished).
+    """
+    from stable_baselines3.common.logger import configure
+
+    os.makedirs(out_dir, exist_ok=True)
+    logger = logger or configure(out_dir, ["stdout", "tensorboard", "csv"])
+    device = policy.device
+    bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
+    params = [p for p in policy.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95),
+                            fused=device.type == "cuda")
+    state_path = os.path.join(out_dir, STATE_FILE)
+    step = 0
+    if os.path.exists(state_path):
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        if state["config"]["steps"] != cfg.steps:
+            log.warning("resuming with steps=%d (the saved run planned %d): the lr schedule follows the new value",
+                        cfg.steps, state["config"]["steps"])
+        policy.load_state_dict(state["policy"])
+        opt.load_state_dict(state["optimizer"])
+        step = state["step"]
+        random.setstate(state["python_rng"])
+        log.info("resumed SFT from %s at step %d", state_path, step)
+    batches = _Batches(demos, device, cfg.seed + step)
+    gen = torch.Generator().manual_seed(cfg.seed + 7919 * step)
+    torch.manual_seed(cfg.seed + step)
+
+    def save_state() -> None:
+        _atomic_torch_save({"policy": policy.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                            "config": asdict(cfg), "python_rng": random.getstate()}, state_path)
+
+    policy.train()
+    t0 = time.perf_counter()
+    t_log, samples = t0, 0
+    loss_sum = acc_sum = 0.0
+    n_sum = 0
+    finished = False
+    while True:
+        if step >= cfg.steps:
+            finished = True
+            break
+        if cfg.max_minutes is not None and time.perf_counter() - t0 > 60 * cfg.max_minutes:
+            log.info("SFT time budget of %.1f min reached at step %d; rerun to continue", cfg.max_minutes, step)
+            break
+        lr = _lr_at(step, cfg)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        obs, chunks = batches.sample(cfg.batch_size)
+        if cfg.random_shift > 0:
+            obs["images"] = _random_shift(obs["images"], cfg.random_shift, gen)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss, acc = sft_loss(policy, obs, chunks)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
+        opt.step()
+        step += 1
+        samples += cfg.batch_size
+        loss_sum += loss.detach()
+        acc_sum += acc.detach()
+        n_sum += 1
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            now = time.perf_counter()
+            logger.record("sft/loss", float(loss_sum / n_sum))
+            logger.record("sft/token_accuracy", float(acc_sum / n_sum))
+            logger.record("sft/grad_norm", float(grad_norm))
+            logger.record("sft/lr", lr)
+            logger.record("time/samples_per_s", samples / (now - t_log))
+            logger.record("sft/epoch", step * cfg.batch_size / len(demos))
+            logger.dump(step)
+            last = {"loss": float(loss_sum / n_sum), "token_accuracy": float(acc_sum / n_sum),
+                    "samples_per_s": samples / (now - t_log)}
+            t_log, samples, loss_sum, acc_sum, n_sum = now, 0, 0.0, 0.0, 0
+        if step % cfg.save_every == 0:
+            save_state()
+    save_state()
+    summary: dict[str, Any] = {"step": step, "finished": finished, "seconds": time.perf_counter() - t0,
+                               "samples": len(demos), "episodes": demos.episodes, "tasks": demos.tasks}
+    if "last" in locals():
+        summary.update(last)
+    if finished:
+        policy.eval()
+        model_dir = os.path.join(out_dir, MODEL_DIR)
+        tmp = model_dir + ".tmp"
+        policy.save_pretrained(tmp)
+        if os.path.isdir(model_dir):
+            import shutil
+
+            shutil.rmtree(model_dir)
+        os.replace(tmp, model_dir)
+        summary["model_path"] = model_dir
+    return summary

@@ -1,0 +1,136 @@
+"""Evaluate an OpenVLA-OFT policy on held-out seeds: success rate, q_score, episode length per task.
+
+    python examples/embodiment/evaluate.py --config-name evaluate_embedded model_path=runs/sft/model
+    python examples/embodiment/evaluate.py --config-name evaluate_embedded \
+        checkpoint=logs/<run>/checkpoints/global_step_N/actor.zip
+
+`model_path` is a released-layout checkpoint (the SFT stage's `model/`); `checkpoint` an RL run's
+`actor.zip`. The envs run in parallel processes, tasks cycled over them; env i starts from seed
+`seed + i` and instance `seed + i` (the demonstrations use seeds from 0, RL training from
+`env.train.seed`; keep `seed` far from both). Each mode (`greedy`: argmax tokens, `sampled`: tokens
+sampled at `temperature`) runs `episodes_per_task` episodes of every task. Prints a table and writes
+it as JSON to `out`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import hydra
+from omegaconf import DictConfig
+
+sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)), os.path.join(os.path.dirname(__file__), "..", "..")]
+from stage_utils import fail, typed_config  # noqa: E402
+
+MODES = ("greedy", "sampled")
+
+
+@dataclass
+class EvalConfig:
+    model_path: str | None = None
+    checkpoint: str | None = None
+    unnorm_key: str | None = "behavior_embedded"
+    tasks: list[str] = field(default_factory=lambda: ["pick_and_place"])
+    episodes_per_task: int = 100
+    num_envs: int = 4
+    seed: int = 100_000
+    modes: list[str] = field(default_factory=lambda: ["greedy", "sampled"])
+    temperature: float = 1.0
+    image_size: int = 224
+    max_episode_steps: int | None = None
+    out: str = "runs/eval/eval.json"
+    device: str = "auto"
+
+
+def load_policy(c: EvalConfig, device: str):
+    """The policy of a released checkpoint folder or of an RL `actor.zip`."""
+    if c.checkpoint:
+        from algorithms import PPO
+
+        return PPO.load(c.checkpoint, device=device).policy
+    import gymnasium as gym
+    import numpy as np
+
+    from behavior_gym.spaces import ACTION_HIGH, ACTION_LOW, observation_space
+    from behavior_gym.wrappers.sb3 import sb3_observation_space
+    from vla_policies import OpenVLAOFTPolicy
+    from vla_policies.openvla_oft import OpenVLAOFTConfig
+    from vla_policies.sb3_policy import make_lr_schedule
+
+    k = OpenVLAOFTConfig.from_pretrained(c.model_path).num_action_chunks
+    action_space = gym.spaces.Box(np.tile(ACTION_LOW, k), np.tile(ACTION_HIGH, k), dtype=np.float32)
+    policy = OpenVLAOFTPolicy(sb3_observation_space(observation_space(c.image_size)), action_space,
+                              make_lr_schedule(0.0), model_path=c.model_path, unnorm_key=c.unnorm_key,
+                              model_device=device)
+    return policy.to(device)
+
+
+@hydra.main(version_base="1.3", config_path="config", config_name="evaluate_embedded")
+def main(cfg: DictConfig) -> None:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    import torch
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    from algorithms import evaluate
+    from algorithms.distributed.env_worker import EnvSpec
+
+    c = typed_config(cfg, EvalConfig, "evaluate")
+    if bool(c.model_path) == bool(c.checkpoint):
+        fail("evaluate", "model_path", "give exactly one of model_path (a checkpoint folder) or checkpoint "
+                                       "(an RL run's actor.zip)")
+    path = c.model_path or c.checkpoint
+    if not os.path.exists(path):
+        fail("evaluate", "model_path" if c.model_path else "checkpoint", f"{path!r} does not exist")
+    bad = [m for m in c.modes if m not in MODES]
+    if bad:
+        fail("evaluate", "modes", f"unknown mode(s) {bad}; choose from {list(MODES)}")
+    if c.num_envs % len(c.tasks):
+        fail("evaluate", "num_envs", f"{c.num_envs} envs cannot be shared evenly by {len(c.tasks)} tasks; use a "
+                                     "multiple of the number of tasks")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if c.device == "auto" else c.device
+    policy = load_policy(c, device)
+    policy.set_training_mode(False)
+    k = policy.model.config.num_action_chunks
+    spec = EnvSpec(chunk=k, image_size=c.image_size, obs_every=k, max_episode_steps=c.max_episode_steps,
+                   tasks=tuple(c.tasks), instance_ids=tuple(c.seed + i for i in range(c.num_envs)))
+    per_env = -(-c.episodes_per_task * len(c.tasks) // c.num_envs)
+    results = {"model": path, "seed": c.seed, "num_envs": c.num_envs, "modes": {}}
+    print(f"{'mode':<8} {'task':<24} {'episodes':>8} {'success':>8} {'q_score':>8} {'length':>7}")
+    for mode in c.modes:
+        policy.set_sampling(temperature=c.temperature if mode == "sampled" else None)
+        venv = SubprocVecEnv([_Factory(spec, i) for i in range(c.num_envs)], start_method="forkserver")
+        t0 = time.perf_counter()
+        try:
+            with torch.no_grad():
+                stats = evaluate(policy, venv, episodes=per_env * c.num_envs, deterministic=mode == "greedy",
+                                 seed=c.seed)
+        finally:
+            venv.close()
+        stats.pop("episode_records")
+        stats["seconds"] = round(time.perf_counter() - t0, 1)
+        results["modes"][mode] = stats
+        for task, s in stats["per_task"].items():
+            print(f"{mode:<8} {task:<24} {s['episodes']:>8} {s['success_rate']:>8.1%} {s['q_score']:>8.3f} "
+                  f"{s['episode_len']:>7.1f}")
+    os.makedirs(os.path.dirname(os.path.abspath(c.out)), exist_ok=True)
+    with open(c.out, "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"results in {c.out}")
+
+
+class _Factory:
+    """Picklable env factory for SubprocVecEnv: env `i` of `spec` (task and instance cycled)."""
+
+    def __init__(self, spec, i: int):
+        self.spec, self.i = spec, i
+
+    def __call__(self):
+        return self.spec.make(None, self.i)
+
+
+if __name__ == "__main__":
+    main()
