@@ -5,7 +5,9 @@ bddl's own `get_natural_goal_conditions` writes one line per predicate in a logi
 parsed goal and writes one imperative sentence a person would say: "Put all the cans of soda in
 the trash can." Quantifiers become determiners (`forall` -> "all the", `exists` -> "a",
 `forn` -> a number, `forpairs` -> "a ... each ..."), negations become the opposite verb
-("close", "turn off", "take ... out of").
+("close", "turn off", "take ... out of"). Objects a task makes (`real`, `future` in BDDL) are
+made ("Make the pizza"); states the backend does not simulate still read as words ("make the apple
+pie hot").
 
 `load_instruction_file(path)` reads a user's own mapping, JSON (`{task: instruction}`) or JSONL
 (one `{"task": ..., "instruction": ...}` or `{task: instruction}` object per line).
@@ -112,21 +114,50 @@ _VERBS = {
     "closed": ("close {a}", "open {a}"),
     "grasped": ("hold {b}", "let go of {b}"),
 }
+# Objects that a task makes or uses up: `(real ?pizza)` in a goal means "the pizza exists"
+# (it was made), `(future ?pizza)` that it does not exist yet. Negated, `real` means it was used up.
+_EXISTENCE = {"real": ("make {a}", "use up {a}"), "future": ("", "make {a}")}
+# Other BEHAVIOR states the embedded backend does not simulate, phrased so that every catalogue
+# activity reads as a sentence even where it cannot run.
+_STATES = {
+    "cooked": "cooked", "hot": "hot", "frozen": "frozen", "on_fire": "on fire", "folded": "folded",
+    "unfolded": "unfolded", "broken": "broken", "sliced": "sliced", "diced": "diced", "soaked": "soaked",
+    "dusty": "dusty", "stained": "stained",
+}
+_BINARY_STATES = {
+    "covered": ("cover {a} with {b}", "clean {b} off {a}"),
+    "filled": ("fill {a} with {b}", "empty {b} out of {a}"),
+    "contains": ("put {b} in {a}", "take {b} out of {a}"),
+    "saturated": ("soak {a} with {b}", "dry {b} off {a}"),
+    "attached": ("attach {a} to {b}", "detach {a} from {b}"),
+    "draped": ("drape {a} over {b}", "take {a} off {b}"),
+    "overlaid": ("lay {a} over {b}", "take {a} off {b}"),
+}
+for _name, _adj in _STATES.items():
+    _VERBS[_name] = (f"make {{a}} {_adj}", f"make sure {{a}} is not {_adj}")
+_VERBS.update(_BINARY_STATES)
+_VERBS.update(_EXISTENCE)
 _PREPOSITIONS = {"ontop": "on", "inside": "in", "nextto": "next to", "under": "under", "touching": "against"}
+
+
+_LOGIC = frozenset({"and", "or", "not", "imply", "forall", "exists", "forn", "forpairs", "fornpairs"})
 
 
 def _is_atom(t) -> bool:
     return isinstance(t, list) and t and isinstance(t[0], str) and all(isinstance(x, str) for x in t) \
-        and t[0] in _VERBS
+        and (t[0] in _VERBS or t[0] not in _LOGIC)
+
 
 
 def _render(t, nm: _Namer, negated: bool = False) -> str:
     op = t[0]
     if _is_atom(t):
-        pos, neg = _VERBS[op]
+        # A predicate without a phrasing of its own: "make the X <predicate> the Y".
+        word = op.replace("_", " ")
+        pos, neg = _VERBS.get(op, (f"make {{a}} {word} {{b}}", f"make sure {{a}} is not {word} {{b}}"))
         args = [nm.term(x) for x in t[1:]]
         tpl = neg if negated else pos
-        return tpl.format(a=args[0], b=args[1] if len(args) > 1 else "")
+        return tpl.format(a=args[0], b=args[1] if len(args) > 1 else "").strip()
     if op == "not":
         return _render(t[1], nm, not negated)
     if op == "and":

@@ -34,3 +34,13 @@ def test_bad_instruction_file(tmp_path):
     p.write_text('{"a": "x"}\nnot json\n')
     with pytest.raises(ValueError, match="bad.jsonl:2"):
         load_instruction_file(p)
+
+
+def test_made_objects_are_made_not_real():
+    """`(real ?pizza)` in a goal means the pizza was made; `future` that it is yet to be."""
+    text = _instr("make_pizza")
+    assert text == "Make the pizza and put the pizza on the cookie sheet."
+    objects = {"pizza.n.01": ["pizza.n.01_1"], "dough.n.01": ["dough.n.01_1"]}
+    assert goal_instruction([["not", ["real", "?dough.n.01_1"]]], objects) == "Use up the dough."
+    assert goal_instruction([["future", "?pizza.n.01_1"]], objects) == ""
+    assert "?" not in _instr("cook_a_frozen_pie") and "Hot" not in _instr("cook_a_frozen_pie")
