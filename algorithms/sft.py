@@ -76,7 +76,8 @@ def _chunks(actions: np.ndarray, k: int) -> np.ndarray:
 
 
 def load_demos(paths: list[str], chunk: int = 8, frame_stride: int = 1, successful_only: bool = True,
-               tasks: list[str] | None = None, max_episodes_per_task: int | None = None) -> DemoSet:
+               tasks: list[str] | None = None, max_episodes_per_task: int | None = None,
+               workers: int = 1) -> DemoSet:
     """Read demonstration files into memory.
 
     Args:
@@ -86,7 +87,8 @@ def load_demos(paths: list[str], chunk: int = 8, frame_stride: int = 1, successf
             the chunks still hold consecutive actions.
         successful_only: skip episodes the expert failed.
         tasks: keep only these tasks (None: all).
-        max_episodes_per_task: cap per task (None: all).
+        max_episodes_per_task: cap per task (None: all; files are read in sorted order).
+        workers: processes reading files in parallel (lzf decompression is the slow part).
     """
     files = []
     for p in paths:
@@ -104,41 +106,58 @@ def load_demos(paths: list[str], chunk: int = 8, frame_stride: int = 1, successf
     task_names: list[str] = []
     per_task: dict[str, int] = {}
     episodes = 0
-    for path in files:
-        with h5py.File(path, "r") as f:
-            if f.attrs.get("format") != "behavior_gym.demos":
-                raise ValueError(f"{path} is not a behavior_gym demonstration file (attrs format="
-                                 f"{f.attrs.get('format')!r})")
-            for name in sorted(k for k in f if k.startswith("episode_")):
-                g = f[name]
-                attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in g.attrs.items()}
-                task = str(attrs["task"])
-                if (successful_only and not attrs.get("success", False)) or (tasks and task not in tasks):
-                    continue
-                if max_episodes_per_task is not None and per_task.get(task, 0) >= max_episodes_per_task:
-                    continue
-                per_task[task] = per_task.get(task, 0) + 1
-                actions = g["actions"][()].astype(np.float32)
-                keep = np.arange(0, len(actions), frame_stride)
-                parts["head"].append(g["head_rgb"][()][keep])
-                parts["wrist"].append(g["wrist_rgb"][()][keep])
-                parts["proprio"].append(g["proprio"][()][keep].astype(np.float32))
-                parts["chunks"].append(_chunks(actions, chunk)[keep])
-                parts["actions"].append(actions)
-                text = str(attrs["instruction"])
-                if text not in instructions:
-                    instructions.append(text)
-                if task not in task_names:
-                    task_names.append(task)
-                parts["instruction"].append(np.full(len(keep), instructions.index(text), np.int32))
-                parts["task"].append(np.full(len(keep), task_names.index(task), np.int32))
-                episodes += 1
+    jobs = [(path, chunk, frame_stride, successful_only, tasks) for path in files]
+    if workers > 1 and len(files) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("forkserver").Pool(min(workers, len(files))) as pool:
+            loaded = pool.map(_read_file, jobs, chunksize=1)
+    else:
+        loaded = [_read_file(j) for j in jobs]
+    for file_episodes in loaded:
+        for ep in file_episodes:
+            task = ep["task"]
+            if max_episodes_per_task is not None and per_task.get(task, 0) >= max_episodes_per_task:
+                continue
+            per_task[task] = per_task.get(task, 0) + 1
+            for key in ("head", "wrist", "proprio", "chunks", "actions"):
+                parts[key].append(ep[key])
+            if ep["instruction"] not in instructions:
+                instructions.append(ep["instruction"])
+            if task not in task_names:
+                task_names.append(task)
+            n = len(ep["head"])
+            parts["instruction"].append(np.full(n, instructions.index(ep["instruction"]), np.int32))
+            parts["task"].append(np.full(n, task_names.index(task), np.int32))
+            episodes += 1
     if not episodes:
         raise ValueError(f"no usable episodes in {files} (successful_only={successful_only}, tasks={tasks})")
     data = {k: np.concatenate(v) for k, v in parts.items()}
     return DemoSet(head=data["head"], wrist=data["wrist"], proprio=data["proprio"], chunks=data["chunks"],
                    instruction=data["instruction"], instructions=instructions, task=data["task"], tasks=task_names,
                    episodes=episodes, actions=data["actions"])
+
+
+def _read_file(job: tuple) -> list[dict[str, Any]]:
+    """The usable episodes of one demonstration file, with frames subsampled and chunks built."""
+    path, chunk, frame_stride, successful_only, tasks = job
+    out = []
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("format") != "behavior_gym.demos":
+            raise ValueError(f"{path} is not a behavior_gym demonstration file "
+                             f"(attrs format={f.attrs.get('format')!r})")
+        for name in sorted(k for k in f if k.startswith("episode_")):
+            g = f[name]
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in g.attrs.items()}
+            task = str(attrs["task"])
+            if (successful_only and not attrs.get("success", False)) or (tasks and task not in tasks):
+                continue
+            actions = g["actions"][()].astype(np.float32)
+            keep = np.arange(0, len(actions), frame_stride)
+            out.append({"task": task, "instruction": str(attrs["instruction"]), "actions": actions,
+                        "head": g["head_rgb"][()][keep], "wrist": g["wrist_rgb"][()][keep],
+                        "proprio": g["proprio"][()][keep].astype(np.float32), "chunks": _chunks(actions, chunk)[keep]})
+    return out
 
 
 def _stats(x: np.ndarray) -> dict[str, list]:
@@ -190,7 +209,7 @@ def sft_policy(demos: DemoSet, preset: str = "small", device: str | torch.device
 class SFTConfig:
     """Settings of `train_sft`."""
 
-    steps: int = 2000  # optimizer steps in all
+    steps: int = 2000  # optimizer steps in all; <= 0: as many as fit in max_minutes (measured after 20 steps)
     batch_size: int = 32
     lr: float = 3e-4
     warmup_steps: int = 100
@@ -201,7 +220,7 @@ class SFTConfig:
     random_shift: int = 8  # pixels of random image translation (0: no augmentation)
     log_every: int = 50
     save_every: int = 500  # resumable state every N steps (and at the end / the time budget)
-    max_minutes: float | None = None  # stop (with a checkpoint) after this long; rerun to go on
+    max_minutes: float | None = None  # stop after this long (state and model saved); rerun to go on
     seed: int = 0
 
 
@@ -289,9 +308,13 @@ def train_sft(policy, demos: DemoSet, cfg: SFTConfig, out_dir: str, logger=None)
                             fused=device.type == "cuda")
     state_path = os.path.join(out_dir, STATE_FILE)
     step = 0
+    if cfg.steps <= 0 and cfg.max_minutes is None:
+        raise ValueError("SFTConfig.steps <= 0 means 'as many as fit in max_minutes'; set max_minutes too")
     if os.path.exists(state_path):
         state = torch.load(state_path, map_location=device, weights_only=False)
-        if state["config"]["steps"] != cfg.steps:
+        if cfg.steps <= 0:  # the total was fixed by the first piece's throughput
+            cfg = SFTConfig(**{**asdict(cfg), "steps": state["config"]["steps"]})
+        elif state["config"]["steps"] != cfg.steps:
             log.warning("resuming with steps=%d (the saved run planned %d): the lr schedule follows the new value",
                         cfg.steps, state["config"]["steps"])
         policy.load_state_dict(state["policy"])
@@ -313,14 +336,23 @@ def train_sft(policy, demos: DemoSet, cfg: SFTConfig, out_dir: str, logger=None)
     loss_sum = acc_sum = 0.0
     n_sum = 0
     finished = False
+    probe = None
+    last: dict[str, float] = {}
     while True:
-        if step >= cfg.steps:
+        if cfg.steps <= 0 and probe is None and step >= 20:
+            probe = time.perf_counter()
+        if cfg.steps <= 0 and probe is not None and step >= 40:
+            per_step = (time.perf_counter() - probe) / 20
+            total = int((60 * cfg.max_minutes - (time.perf_counter() - t0)) / per_step) + step
+            cfg = SFTConfig(**{**asdict(cfg), "steps": max(total, step + 1)})
+            log.info("SFT: %.3f s per step, %d steps fit in %.1f min", per_step, cfg.steps, cfg.max_minutes)
+        if cfg.steps > 0 and step >= cfg.steps:
             finished = True
             break
         if cfg.max_minutes is not None and time.perf_counter() - t0 > 60 * cfg.max_minutes:
             log.info("SFT time budget of %.1f min reached at step %d; rerun to continue", cfg.max_minutes, step)
             break
-        lr = _lr_at(step, cfg)
+        lr = _lr_at(step, cfg) if cfg.steps > 0 else cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
         for g in opt.param_groups:
             g["lr"] = lr
         obs, chunks = batches.sample(cfg.batch_size)
@@ -354,9 +386,8 @@ def train_sft(policy, demos: DemoSet, cfg: SFTConfig, out_dir: str, logger=None)
     save_state()
     summary: dict[str, Any] = {"step": step, "finished": finished, "seconds": time.perf_counter() - t0,
                                "samples": len(demos), "episodes": demos.episodes, "tasks": demos.tasks}
-    if "last" in locals():
-        summary.update(last)
-    if finished:
+    summary.update(last)
+    if step > 0:
         policy.eval()
         model_dir = os.path.join(out_dir, MODEL_DIR)
         tmp = model_dir + ".tmp"

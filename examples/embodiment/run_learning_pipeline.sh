@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The learning proof on the embedded backend: expert demos -> SFT -> PPO and GRPO -> held-out evaluation.
+#
+#   bash examples/embodiment/run_learning_pipeline.sh                 # every stage, in order
+#   bash examples/embodiment/run_learning_pipeline.sh sft eval_sft    # some stages
+#
+# Stages: demos, sft, eval_sft, ppo, grpo, eval_rl, curves. Each one resumes from what an earlier
+# (interrupted or time-limited) run left in $WORK, so the pipeline can run in pieces of minutes.
+# Settings come from the environment (defaults in brackets):
+#   WORK [runs/learning]  NUM_WORKERS [nproc]  DEMOS_PER_TASK [100]  SFT_MINUTES [5.5]  SFT_PRESET [small]
+#   RL_MINUTES [5.5]  EVAL_EPISODES [100]  EVAL_ENVS [32]  TASKS [pick_and_place,stacking,open_drawer,turning_on_radio]
+#   EXTRA_RL (more Hydra overrides for the RL runs)
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PY="${PYTHON:-python}"
+WORK="${WORK:-runs/learning}"
+NUM_WORKERS="${NUM_WORKERS:-$(nproc)}"
+TASKS="${TASKS:-pick_and_place,stacking,open_drawer,turning_on_radio}"
+EVAL_ENVS="${EVAL_ENVS:-32}"
+EVAL_EPISODES="${EVAL_EPISODES:-100}"
+RL_MINUTES="${RL_MINUTES:-5.5}"
+export MUJOCO_GL="${MUJOCO_GL:-egl}" PYTHONUNBUFFERED=1
+mkdir -p "$WORK"
+
+latest_checkpoint() {  # the newest checkpoints/global_step_N/actor.zip of an RL config's runs, or nothing
+  { ls -d "$WORK"/logs/*-"$1"/checkpoints/global_step_*/actor.zip 2>/dev/null || true; } \
+    | awk -F'global_step_' '{split($2, a, "/"); print a[1], $0}' | sort -n | tail -1 | cut -d' ' -f2
+}
+
+rl() {  # rl CONFIG: train (or continue) an RL run from the SFT checkpoint for RL_MINUTES
+  local resume; resume="$(latest_checkpoint "$1")"
+  bash "$HERE/run_embodiment.sh" "$1" actor.model.model_path="$WORK/sft/model" env.train.tasks="[$TASKS]" \
+    runner.logger.log_path="$WORK/logs" runner.max_minutes="$RL_MINUTES" video_cfg.save_video="${SAVE_VIDEO:-true}" \
+    ${resume:+runner.resume_dir="$(dirname "$resume")"} ${EXTRA_RL:-}
+}
+
+evaluate() {  # evaluate NAME key=value: held-out evaluation into $WORK/eval/NAME.json
+  "$PY" "$HERE/evaluate.py" "$2" tasks="[$TASKS]" num_envs="$EVAL_ENVS" episodes_per_task="$EVAL_EPISODES" \
+    out="$WORK/eval/$1.json"
+}
+
+for stage in "${@:-demos sft eval_sft ppo grpo eval_rl curves}"; do
+  for s in $stage; do
+    echo "=== $s ($(date +%T))"
+    case "$s" in
+      demos) "$PY" "$HERE/collect_demos.py" tasks="[$TASKS]" episodes_per_task="${DEMOS_PER_TASK:-100}" \
+               num_workers="$NUM_WORKERS" out_dir="$WORK/demos" ;;
+      sft) "$PY" "$HERE/sft.py" demos="[$WORK/demos]" out_dir="$WORK/sft" model.preset="${SFT_PRESET:-small}" \
+             load_workers="$NUM_WORKERS" train.steps=0 train.max_minutes="${SFT_MINUTES:-5.5}" ${EXTRA_SFT:-} ;;
+      eval_sft) evaluate sft model_path="$WORK/sft/model" ;;
+      ppo) rl behavior_ppo_openvlaoft_skills ;;
+      grpo) rl behavior_grpo_openvlaoft_skills ;;
+      eval_rl)
+        for cfg in ppo grpo; do
+          ckpt="$(latest_checkpoint "behavior_${cfg}_openvlaoft_skills")"
+          if [ -n "$ckpt" ]; then evaluate "$cfg" checkpoint="$ckpt"; else echo "no $cfg checkpoint yet"; fi
+        done ;;
+      curves) "$PY" "$HERE/plot_curves.py" --logs "$WORK/logs" --sft "$WORK/sft" --out "${CURVES_DIR:-docs}" ;;
+      *) echo "unknown stage $s (demos sft eval_sft ppo grpo eval_rl curves)" >&2; exit 2 ;;
+    esac
+  done
+done

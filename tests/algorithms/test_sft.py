@@ -1,0 +1,99 @@
+"""The SFT stage: demonstrations -> chunks and norm_stats -> behaviour cloning -> a loadable checkpoint."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from algorithms.sft import SFTConfig, _chunks, _random_shift, demo_norm_stats, load_demos, sft_policy, train_sft
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from behavior_gym.experts.recorder import record_parallel
+
+    out = tmp_path_factory.mktemp("demos")
+    rows = record_parallel(["open_drawer"], 2, out, workers=2, image_size=32)  # in a child process
+    assert sum(r["written"] for r in rows) == 2
+    return str(out)
+
+
+def test_chunks_repeat_the_last_action():
+    a = np.arange(5, dtype=np.float32)[:, None]
+    c = _chunks(a, 3)
+    assert c.shape == (5, 3, 1)
+    np.testing.assert_array_equal(c[0, :, 0], [0, 1, 2])
+    np.testing.assert_array_equal(c[3, :, 0], [3, 4, 4])
+    np.testing.assert_array_equal(c[4, :, 0], [4, 4, 4])
+
+
+def test_load_demos_and_norm_stats(demo_dir):
+    demos = load_demos([demo_dir], chunk=4, frame_stride=2)
+    full = load_demos([demo_dir], chunk=4)
+    assert demos.episodes == 2 and demos.tasks == ["open_drawer"]
+    assert len(full) == len(full.actions) and len(demos) == sum((n + 1) // 2 for n in _episode_lengths(demo_dir))
+    assert demos.head.dtype == np.uint8 and demos.wrist.shape[1:] == (2, 3, 32, 32)
+    np.testing.assert_array_equal(demos.chunks[0, 1], full.chunks[0, 1])  # chunks keep consecutive actions
+    stats = demo_norm_stats(demos)
+    assert len(stats["action"]["q01"]) == 23 and stats["action"]["mask"][14] is False
+    assert stats["num_trajectories"] == 2
+    with pytest.raises(FileNotFoundError, match="collect_demos"):
+        load_demos([os.path.join(demo_dir, "missing.hdf5")])
+    with pytest.raises(ValueError, match="no usable episodes"):
+        load_demos([demo_dir], tasks=["stacking"])
+
+
+def _episode_lengths(path):
+    import h5py
+
+    out = []
+    for f in sorted(os.listdir(path)):
+        if f.endswith(".hdf5"):
+            with h5py.File(os.path.join(path, f)) as h:
+                out += [len(h[k]["actions"]) for k in sorted(h) if k.startswith("episode_")]
+    return out
+
+
+def test_random_shift_keeps_shape_and_moves_pixels():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 255, (3, 2, 3, 16, 16), dtype=torch.uint8)
+    y = _random_shift(x, 2, g)
+    assert y.shape == x.shape and y.dtype == torch.uint8
+    assert not torch.equal(x, y)
+
+
+def test_sft_learns_resumes_and_saves_a_loadable_checkpoint(demo_dir, tmp_path):
+    torch.manual_seed(0)
+    demos = load_demos([demo_dir], chunk=2, frame_stride=4)
+    policy = sft_policy(demos, preset="tiny", image_size=32, config_overrides={"image_sizes": [28, 28]})
+    cfg = SFTConfig(steps=40, batch_size=8, lr=2e-3, warmup_steps=5, log_every=10, save_every=20, random_shift=0)
+    stopped = train_sft(policy, demos, SFTConfig(**{**cfg.__dict__, "max_minutes": 0.0}), str(tmp_path))
+    assert stopped["step"] == 0 and not stopped["finished"] and "model_path" not in stopped
+    first = train_sft(policy, demos, SFTConfig(**{**cfg.__dict__, "steps": 20}), str(tmp_path))
+    assert first["step"] == 20 and os.path.exists(os.path.join(tmp_path, "sft_state.pt"))
+    out = train_sft(policy, demos, cfg, str(tmp_path))  # resumes at step 20
+    assert out["finished"] and out["step"] == 40
+    assert out["loss"] < 4.0 and out["token_accuracy"] > 0.2, out  # chance: loss 5.5, accuracy 1/256
+    assert os.path.exists(os.path.join(out["model_path"], "config.json"))
+
+    from vla_policies import OpenVLAOFTPolicy
+
+    loaded = OpenVLAOFTPolicy(policy.observation_space, policy.action_space, lambda _: 0.0,
+                              model_path=out["model_path"], unnorm_key="behavior_embedded", torch_dtype="float32")
+    obs = {"head_rgb": torch.as_tensor(demos.head[:3]), "wrist_rgb": torch.as_tensor(demos.wrist[:3]),
+           "proprio": torch.as_tensor(demos.proprio[:3]), "instruction": [demos.instructions[0]] * 3}
+    with torch.no_grad():
+        a = policy.forward(obs, deterministic=True)[0]
+        b = loaded.forward(obs, deterministic=True)[0]
+    torch.testing.assert_close(a, b)
+
+
+def test_steps_fill_the_time_budget_only_with_max_minutes(demo_dir, tmp_path):
+    demos = load_demos([demo_dir], chunk=2, frame_stride=8)
+    policy = sft_policy(demos, preset="tiny", image_size=32, config_overrides={"image_sizes": [28, 28]})
+    with pytest.raises(ValueError, match="max_minutes"):
+        train_sft(policy, demos, SFTConfig(steps=0), str(tmp_path))
