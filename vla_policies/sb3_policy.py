@@ -81,6 +81,8 @@ class OpenVLAOFTPolicy(BasePolicy):
             training; greedy `deterministic=True` for evaluation).
         lora_rank, lora_alpha, lora_dropout, lora_target_modules: LoRA through peft (rank 0 = none, train
             everything). With LoRA only the adapters and the value head (and proprio projector) train.
+        lora_adapter_path: a LoRA adapter directory (`save_lora_adapter`) to load on top of the model;
+            its adapter_config.json sets rank and targets.
         freeze_vision_backbone: without LoRA, keep the vision towers frozen.
         torch_dtype: model dtype; "auto" = bfloat16 when CUDA is available, else float32.
         model_device: where to build or load the model ("cuda", "auto" = CUDA when available; default
@@ -115,6 +117,7 @@ class OpenVLAOFTPolicy(BasePolicy):
         lora_alpha: int | None = None,
         lora_dropout: float = 0.0,
         lora_target_modules: list[str] | str | None = None,
+        lora_adapter_path: str | None = None,
         freeze_vision_backbone: bool = False,
         torch_dtype: torch.dtype | str | None = "auto",
         model_device: torch.device | str | None = None,
@@ -138,7 +141,7 @@ class OpenVLAOFTPolicy(BasePolicy):
         self._init_kwargs = dict(
             model_path=model_path, preset=preset, config_overrides=config_overrides, unnorm_key=unnorm_key,
             norm_stats=norm_stats, temperature=temperature, top_k=top_k, lora_rank=lora_rank, lora_alpha=lora_alpha,
-            lora_dropout=lora_dropout, lora_target_modules=lora_target_modules,
+            lora_dropout=lora_dropout, lora_target_modules=lora_target_modules, lora_adapter_path=lora_adapter_path,
             freeze_vision_backbone=freeze_vision_backbone, torch_dtype=torch_dtype,
             model_device=model_device, attn_implementation=attn_implementation, center_crop=center_crop,
             image_keys=tuple(image_keys),
@@ -177,7 +180,12 @@ class OpenVLAOFTPolicy(BasePolicy):
                            self.action_normalizer.name)
         self._instruction_cache: dict[bytes, str] = {}
 
-        if lora_rank > 0:
+        if lora_adapter_path is not None:
+            self.model.load_lora_adapter(lora_adapter_path)
+            if lora_rank > 0 and lora_rank != self.model.lora_config.r:
+                raise ValueError(f"lora_rank={lora_rank} but the adapter in {lora_adapter_path!r} has rank "
+                                 f"{self.model.lora_config.r}; leave lora_rank at 0 to take the adapter's")
+        elif lora_rank > 0:
             self.model.add_lora(lora_rank, lora_alpha, lora_target_modules, lora_dropout)
         elif freeze_vision_backbone:
             self.model.vision_backbone.requires_grad_(False)
@@ -318,16 +326,17 @@ class OpenVLAOFTPolicy(BasePolicy):
         dist = ActionTokenDistribution(out.action_logits, self.temperature, self.top_k, self._collapsed)
         return out, dist
 
-    def _values(self, out: OpenVLAOFTOutput) -> torch.Tensor:
-        if out.values is None:
-            raise RuntimeError("this model has no value head (config.add_value_head=False)")
-        return out.values.float()[:, None]
+    @staticmethod
+    def _values(out: OpenVLAOFTOutput) -> torch.Tensor | None:
+        # None without a value head (config.add_value_head=False): GRPO needs no critic
+        return None if out.values is None else out.values.float()[:, None]
 
     def forward(self, obs: Observation, deterministic: bool = False, per_token: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample (or, deterministic, take the argmax of) one action chunk per observation.
 
-        Returns actions [B, K*A] (float32), values [B, 1] and log-probs [B] ([B, K*A] with per_token).
+        Returns actions [B, K*A] (float32), values [B, 1] (None without a value head) and log-probs [B]
+        ([B, K*A] with per_token).
         """
         out, dist = self._run(obs)
         bins = dist.mode() if deterministic else dist.sample()
@@ -336,7 +345,8 @@ class OpenVLAOFTPolicy(BasePolicy):
 
     def evaluate_actions(self, obs: Observation, actions: torch.Tensor, per_token: bool = False
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Values [B, 1], log-probs and entropies ([B], or [B, K*A] with per_token) of stored actions."""
+        """Values [B, 1] (None without a value head), log-probs and entropies ([B], or [B, K*A] with per_token)
+        of stored actions."""
         out, dist = self._run(obs)
         bins = self._actions_to_bins(torch.as_tensor(actions, device=self.device))
         log_prob, entropy = dist.log_prob(bins), dist.entropy()
@@ -349,9 +359,11 @@ class OpenVLAOFTPolicy(BasePolicy):
         return self._run(obs)[1]
 
     def predict_values(self, obs: Observation) -> torch.Tensor:
-        """Chunk-level values [B, 1]."""
-        out = self.model(**self.prepare_inputs(obs))
-        return self._values(out)
+        """Chunk-level values [B, 1]; a model without a value head has none to give."""
+        if self.model.value_head is None:
+            raise RuntimeError("this policy has no value head (config add_value_head=False), so it cannot predict "
+                               "values: train it with GRPO, or build it with a value head for PPO")
+        return self._values(self.model(**self.prepare_inputs(obs)))
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> torch.Tensor:
         return self.forward(observation, deterministic=deterministic)[0]
@@ -368,6 +380,17 @@ class OpenVLAOFTPolicy(BasePolicy):
     def save_pretrained(self, path: str, **kwargs: Any) -> None:
         """Save the model (LoRA merged) and processor as a released-layout checkpoint directory."""
         self.model.save_pretrained(path, processor=self.processor, **kwargs)
+
+    def save_lora_adapter(self, path: str, base_model_path: str | None = None) -> None:
+        """Save only the LoRA adapters and the value head in peft's format (load with `lora_adapter_path=`)."""
+        self.model.save_lora_adapter(path, base_model_path=base_model_path or self._init_kwargs["model_path"])
+
+    def enable_fast_inference(self, **kwargs: Any) -> None:
+        """Compiled regions and CUDA graphs for rollouts (see `OpenVLAOFTForActionPrediction.enable_fast_inference`)."""
+        self.model.enable_fast_inference(**kwargs)
+
+    def disable_fast_inference(self) -> None:
+        self.model.disable_fast_inference()
 
     def set_sampling(self, temperature: float | None = None, top_k: int | None = None) -> None:
         if temperature is not None:

@@ -227,3 +227,58 @@ def test_causal_attention_option(tiny_config, processor):
         bidir = build_model(tiny_config).eval()
         bidir.load_state_dict(model.state_dict())
         assert (bidir(**batch).action_logits - out).abs().max() > 1e-4
+
+
+def test_decoder_matches_transformers_llama_with_a_padding_mask(tiny_model, processor):
+    # the layer loop calls the Llama layers' submodules itself; transformers' own forward with the
+    # equivalent 4-D mask must give the same hidden states
+    texts = ["go", "open the top drawer of the kitchen cabinet"]
+    inputs = model_inputs(processor, texts, seed=6)
+    with torch.no_grad():
+        ours = tiny_model(**inputs, output_hidden_states=True).last_hidden_state
+        embeds, mask = tiny_model.build_inputs(**inputs)
+        bias = torch.zeros(mask.shape[0], 1, 1, mask.shape[1]).masked_fill(mask[:, None, None, :] == 0, -1e30)
+        theirs = tiny_model.language_model.model(inputs_embeds=embeds, attention_mask=bias,
+                                                 position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).last_hidden_state
+    real = mask.bool()
+    torch.testing.assert_close(ours[real], theirs[real], rtol=1e-4, atol=1e-5)
+
+
+def test_vision_features_match_timm_forward_intermediates(tiny_model):
+    backbone = tiny_model.vision_backbone
+    x = torch.randn(1, 6, 224, 224)
+    with torch.no_grad():
+        feats = backbone(x)
+        timm_feats = [vit.forward_intermediates(x[:, 3 * i:3 * i + 3], indices=[len(vit.blocks) - 2], norm=False,
+                                                stop_early=True, output_fmt="NLC", intermediates_only=True)[0]
+                      for i, vit in enumerate(backbone.towers)]
+    torch.testing.assert_close(feats, torch.cat(timm_feats, -1))
+    assert all(m.fused_attn for m in backbone.modules() if hasattr(m, "fused_attn"))  # SDPA in every ViT
+
+
+def test_batched_log_probs_equal_unbatched(tiny_model, processor):
+    # padding (left, after BOS) and batch composition must not change any sample's log-probs
+    from vla_policies import ActionTokenDistribution
+
+    texts = ["go", "open the top drawer of the kitchen cabinet and put the spoon inside", "stack the blocks", "go"]
+    batch = model_inputs(processor, texts, seed=7)
+    with torch.no_grad():
+        dist = ActionTokenDistribution(tiny_model(**batch).action_logits, temperature=1.0, top_k=50)
+        bins = dist.sample(torch.Generator().manual_seed(0))
+        batched = dist.log_prob(bins)
+        for idx in ([0], [1], [2, 3], [3, 1]):
+            sub = {"pixel_values": batch["pixel_values"][idx],
+                   **dict(zip(("input_ids", "attention_mask"), processor.tokenize([texts[i] for i in idx])))}
+            alone = ActionTokenDistribution(tiny_model(**sub).action_logits, temperature=1.0, top_k=50)
+            torch.testing.assert_close(alone.log_prob(bins[idx]), batched[idx], rtol=0, atol=1e-5)
+            torch.testing.assert_close(alone.log_prob(bins[idx]).sum(-1), batched[idx].sum(-1), rtol=0, atol=1e-5)
+
+
+def test_model_without_value_head_returns_no_values(tiny_config, processor):
+    model = build_model(tiny_config.replace(add_value_head=False)).eval()
+    assert model.value_head is None
+    with torch.no_grad():
+        out = model(**model_inputs(processor, INSTRUCTIONS[:2]))
+    assert out.values is None and out.action_logits.shape == (2, 184, 256)
+    model.add_lora(rank=2)  # nothing to unfreeze besides the adapters
+    assert all(".lora_" in n for n, p in model.named_parameters() if p.requires_grad)

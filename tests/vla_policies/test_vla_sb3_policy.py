@@ -214,3 +214,40 @@ def test_ppo_on_behavior_r1pro_env():
     model.learn(total_timesteps=2)
     assert model.num_timesteps == 2
     env.close()
+
+
+def test_policy_without_value_head_gives_no_values():
+    policy = make_policy(config_overrides={"add_value_head": False})
+    obs = make_obs(2)
+    with torch.no_grad():
+        actions, values, log_prob = policy(obs)
+        values2, log_prob2, entropy = policy.evaluate_actions(obs, actions)
+    assert values is None and values2 is None
+    assert log_prob.shape == (2,) and entropy.shape == (2,)
+    torch.testing.assert_close(log_prob2, log_prob, rtol=0, atol=1e-4)
+    with pytest.raises(RuntimeError, match="no value head"):
+        policy.predict_values(obs)
+    numpy_obs = {k: v.numpy() for k, v in make_obs(1).items()}
+    assert policy.predict(numpy_obs, deterministic=True)[0].shape == (1, CHUNK * ACTION_DIM)
+
+
+def test_policy_saves_and_loads_its_lora_adapter(tmp_path):
+    base = make_policy()
+    base.save_pretrained(str(tmp_path / "base"))
+    policy = make_policy(model_path=str(tmp_path / "base"), preset=None, lora_rank=4)
+    with torch.no_grad():
+        for name, p in policy.model.named_parameters():
+            if ".lora_B." in name:
+                p.normal_(std=0.05)
+    policy.save_lora_adapter(str(tmp_path / "adapter"))
+    again = make_policy(model_path=str(tmp_path / "base"), preset=None,
+                        lora_adapter_path=str(tmp_path / "adapter"))
+    obs = make_obs(2)
+    with torch.no_grad():
+        a = policy.get_distribution(obs).logits
+        b = again.get_distribution(obs).logits
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert again._get_constructor_parameters()["lora_adapter_path"] == str(tmp_path / "adapter")
+    with pytest.raises(ValueError, match="lora_rank=8 but the adapter"):
+        make_policy(model_path=str(tmp_path / "base"), preset=None, lora_rank=8,
+                    lora_adapter_path=str(tmp_path / "adapter"))

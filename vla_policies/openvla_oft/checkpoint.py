@@ -14,6 +14,12 @@ A directory holds (reference §3):
   loaded when the safetensors lack the projector; `action_head--*` (continuous L1/diffusion heads),
   `vision_backbone--*` (FiLM) and `lora_adapter/` are reported and not used.
 
+A LoRA adapter is saved on its own in peft's format (`save_lora_adapter`): `adapter_config.json`
+(a peft `LoraConfig`, with `base_model_name_or_path` and `modules_to_save` naming the value head and
+proprio projector) and `adapter_model.safetensors` (keys `base_model.model.<module>.lora_A.weight`,
+..., `base_model.model.value_head.*`). `load_model(base, adapter_path=dir)` loads base + adapter;
+`load_model(dir)` on an adapter directory loads the base its config names.
+
 Loading builds the model on the meta device and assigns the checkpoint's tensors, so a 7.5B model is
 never initialised twice. Timm-native LayerScale names (`.gamma`) and DDP prefixes (`module.`) are
 accepted. Saving writes to a temporary directory beside the target and renames it into place.
@@ -21,6 +27,7 @@ accepted. Saving writes to a temporary directory beside the target and renames i
 
 from __future__ import annotations
 
+import copy
 import glob
 import json
 import logging
@@ -49,6 +56,9 @@ SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 TORCH_WEIGHTS_NAME = "pytorch_model.bin"
 DATASET_STATISTICS_NAME = "dataset_statistics.json"
 GENERATION_CONFIG_NAME = "generation_config.json"
+ADAPTER_CONFIG_NAME = "adapter_config.json"
+ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
+PEFT_PREFIX = "base_model.model."  # what peft's PeftModel puts before every saved key
 # Heads that RL adds on top of a supervised checkpoint: initialised fresh when a checkpoint lacks them.
 OPTIONAL_PREFIXES = ("value_head.", "proprio_projector.")
 
@@ -228,6 +238,7 @@ def _resolve_dtype(torch_dtype: torch.dtype | str | None, config: OpenVLAOFTConf
 
 def load_model(path: str | os.PathLike, torch_dtype: torch.dtype | str | None = None,
                device: torch.device | str | None = None, strict: bool = True,
+               adapter_path: str | os.PathLike | None = None,
                **config_overrides: Any) -> OpenVLAOFTForActionPrediction:
     """Load a checkpoint directory as it is released.
 
@@ -236,6 +247,8 @@ def load_model(path: str | os.PathLike, torch_dtype: torch.dtype | str | None = 
         torch_dtype: dtype of the returned model: a dtype, its name, "auto" (the checkpoint's), or None (float32).
         device: where to put the model (default CPU).
         strict: refuse weights the model has no place for (after key mapping).
+        adapter_path: a LoRA adapter directory (`save_lora_adapter`) to add on top of the base weights.
+            If `path` itself is an adapter directory, its `base_model_name_or_path` is the base.
         config_overrides: config fields to change, e.g. `action_dim=23, num_action_chunks=8,
             num_images_in_input=3` for a checkpoint whose config.json does not say them.
 
@@ -245,6 +258,8 @@ def load_model(path: str | os.PathLike, torch_dtype: torch.dtype | str | None = 
             weights that belong to no part of the model, or required weights that are missing.
     """
     path = _checkpoint_dir(path)
+    if adapter_path is None and _is_adapter_dir(path):
+        adapter_path, path = path, _adapter_base_path(path)
     config = load_config(path, **config_overrides)
     with torch.device("meta"):
         model = OpenVLAOFTForActionPrediction(config)
@@ -257,6 +272,8 @@ def load_model(path: str | os.PathLike, torch_dtype: torch.dtype | str | None = 
     model.to(device=device or "cpu")
     model.set_dtype(_resolve_dtype(torch_dtype, config))
     model.eval()
+    if adapter_path is not None:
+        load_lora_adapter(model, adapter_path)
     return model
 
 
@@ -373,6 +390,123 @@ def save_model(model: OpenVLAOFTForActionPrediction, path: str | os.PathLike, pr
         raise
 
 
+# ---------------------------------------------------------------------------------------------------- LoRA adapters
+
+_ADAPTER_NAME = re.compile(r"\.(lora_[A-Za-z_]+)\.default(?=\.|$)")
+_ADAPTER_HEADS = ("value_head", "proprio_projector")  # trained with the adapters, saved with them
+
+
+def _peft_key(key: str) -> str:
+    """This model's adapter key -> peft's saved key (adapter name dropped, PeftModel prefix added)."""
+    return PEFT_PREFIX + _ADAPTER_NAME.sub(r".\1", key)
+
+
+def _is_adapter_dir(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, ADAPTER_CONFIG_NAME)) and not os.path.isfile(
+        os.path.join(path, CONFIG_NAME))
+
+
+def _adapter_base_path(path: str) -> str:
+    with open(os.path.join(path, ADAPTER_CONFIG_NAME), encoding="utf-8") as f:
+        base = json.load(f).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{path!r} is a LoRA adapter without base_model_name_or_path in {ADAPTER_CONFIG_NAME}; "
+                         "load its base with load_model(base_path, adapter_path=...)")
+    if not os.path.isabs(base):  # written relative to the adapter directory
+        base = os.path.normpath(os.path.join(path, base))
+    return _checkpoint_dir(base)
+
+
+def save_lora_adapter(model: OpenVLAOFTForActionPrediction, path: str | os.PathLike,
+                      base_model_path: str | os.PathLike | None = None) -> None:
+    """Write only the LoRA adapters of `model` (plus its value head and proprio projector) in peft's format.
+
+    Args:
+        model: a model with adapters (`add_lora`).
+        path: target directory (replaced atomically if it exists): `adapter_config.json` and
+            `adapter_model.safetensors`, a few MB to a few hundred MB instead of 15 GB.
+        base_model_path: the base checkpoint, recorded as `base_model_name_or_path` (relative to
+            `path` when both are local), so that `load_model(path)` finds it.
+    """
+    from safetensors.torch import save_file
+
+    if model.lora_config is None or not model.has_lora:
+        raise ValueError("the model has no LoRA adapters to save; add_lora() first, or save_pretrained() the model")
+    state: dict[str, torch.Tensor] = {}
+    for key, tensor in model.state_dict().items():
+        if ".lora_" in key:
+            state[_peft_key(key)] = tensor
+        elif key.startswith(tuple(f"{h}." for h in _ADAPTER_HEADS)):
+            state[PEFT_PREFIX + key] = tensor
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    config = copy.deepcopy(model.lora_config)
+    config.modules_to_save = [h for h in _ADAPTER_HEADS if getattr(model, h) is not None] or None
+    target = os.path.abspath(os.fspath(path))
+    if base_model_path is not None:
+        base = os.path.abspath(os.fspath(base_model_path))
+        config.base_model_name_or_path = os.path.relpath(base, target)
+    tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.tmp-{uuid.uuid4().hex[:8]}")
+    os.makedirs(tmp)
+    try:
+        config.save_pretrained(tmp)
+        save_file(state, os.path.join(tmp, ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
+        _replace_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load_lora_adapter(model: OpenVLAOFTForActionPrediction, path: str | os.PathLike) -> None:
+    """Add the adapters of a peft-format directory to `model` (its base) and load their weights.
+
+    Raises:
+        FileNotFoundError: no adapter_config.json or adapter_model.safetensors.
+        ValueError: an adapter weight that has no place in the model, one whose shape differs
+            (naming the key and both shapes), or adapter weights missing from the file.
+    """
+    from peft import LoraConfig
+    from safetensors.torch import load_file
+
+    path = _checkpoint_dir(path)
+    files = [os.path.join(path, n) for n in (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME)]
+    missing = [os.path.basename(f) for f in files if not os.path.isfile(f)]
+    if missing:
+        raise FileNotFoundError(f"{path!r} is not a LoRA adapter directory: {missing} missing (found "
+                                f"{sorted(os.listdir(path))}); write one with save_lora_adapter()")
+    with open(files[0], encoding="utf-8") as f:
+        raw = json.load(f)
+    if raw.get("peft_type", "LORA") != "LORA":
+        raise ValueError(f"{files[0]} describes a {raw.get('peft_type')} adapter; only LoRA is supported")
+    config = LoraConfig.from_pretrained(path)
+    config.modules_to_save = None  # the heads are plain modules here, loaded below
+    config.inference_mode = False
+    if model.has_lora:
+        raise RuntimeError("the model already has LoRA adapters; load the adapter into a base model")
+    model.add_lora(lora_config=config)
+    expected = model.state_dict()
+    by_peft_key = {_peft_key(k): k for k in expected if ".lora_" in k}
+    loaded: dict[str, torch.Tensor] = {}
+    unexpected = []
+    for raw_key, tensor in load_file(files[1]).items():
+        peft_key = raw_key if raw_key.startswith(PEFT_PREFIX) else PEFT_PREFIX + raw_key
+        key = by_peft_key.get(peft_key, peft_key[len(PEFT_PREFIX):])
+        if key not in expected or not (".lora_" in key or key.startswith(_ADAPTER_HEADS)):
+            unexpected.append(raw_key)
+            continue
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise ValueError(f"shape mismatch for {raw_key!r} in {ADAPTER_WEIGHTS_NAME}: the adapter has "
+                             f"{tuple(tensor.shape)}, the model with this adapter_config expects "
+                             f"{tuple(expected[key].shape)}; the adapter was trained on another base model")
+        loaded[key] = tensor
+    if unexpected:
+        raise ValueError(f"{len(unexpected)} adapter weight(s) in {path!r} have no place in this model, e.g. "
+                         f"{unexpected[:5]}; the adapter belongs to another base model or target_modules")
+    absent = [k for k in by_peft_key.values() if k not in loaded]
+    if absent:
+        raise ValueError(f"{len(absent)} LoRA weight(s) of the model are missing from {path!r}, e.g. {absent[:5]}")
+    model.load_state_dict(loaded, strict=False)
+
+
 __all__ = [
     "CONFIG_NAME",
     "DATASET_STATISTICS_NAME",
@@ -380,9 +514,11 @@ __all__ = [
     "SAFE_WEIGHTS_NAME",
     "canonical_key",
     "load_config",
+    "load_lora_adapter",
     "load_model",
     "load_state_dict",
     "read_norm_stats",
+    "save_lora_adapter",
     "save_model",
     "weight_files",
     "write_weights",

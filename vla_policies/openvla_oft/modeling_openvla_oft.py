@@ -8,11 +8,27 @@ Sequence layout (reference §1.6, §2.1, §4.1), for each observation:
 Prompts are left-padded *after* BOS so that the action positions sit at the same offsets in every
 row; positions count only real tokens (`cumsum(mask) - 1`), so padding changes no result. Attention
 is bidirectional over the whole sequence (OFT's patched SDPA: the causal mask becomes a key-padding
-mask). The placeholders' input embeddings are zero: they carry only their position. The hidden
-states of the last prompt token and the first A*K-1 placeholders give, through the LM head
-restricted to the 256 action token ids, the logits of the A*K action tokens; the value head reads
-the last prompt token's final hidden state. (`config.causal_attention` switches to a causal mask for
-checkpoints trained that way.)
+mask); a batch without padding gets no mask at all, so SDPA runs its flash kernel. The placeholders'
+input embeddings are zero: they carry only their position. The hidden states of the last prompt
+token and the first A*K-1 placeholders give, through the LM head restricted to the 256 action token
+ids, the logits of the A*K action tokens (in float32); the value head reads the last prompt token's
+final hidden state. (`config.causal_attention` switches to a causal mask for checkpoints trained
+that way.)
+
+The vision towers and the Llama layers are run by this module's own loops (`run_vit_block`,
+`run_llama_layer`), which call timm's blocks and transformers' layer submodules: the last Llama
+layer computes only the positions that are read out, no mask is built per call, and each layer is
+one region for `torch.compile` (`enable_fast_inference`, see `fast_inference.py`).
+
+Numerics: in float32, a sample's logits and log-probs do not depend on the batch it is in or on
+the padding of its prompt (tests check 1e-5). In bfloat16 they do, slightly: GEMM and attention
+kernels are chosen by shape, so the same row is rounded differently at another batch size or
+sequence length, and 32 bfloat16 layers carry that on. Summed over a 184-token chunk, log-probs of
+the same sample moved by up to ~0.2 between batch sizes on the random-weight 7.5B model (H100) and
+by up to ~0.1 on the small preset (CPU, batch 4 vs 1). The logits are computed in float32 from the
+final hidden states, which removes their own bfloat16 rounding (steps of 1/16 near |logit| = 10),
+but not the layers' part. For PPO ratios: compute the old log-probs with the same batch composition
+as the update (or accept this noise in the ratio, ~1e-3 per token), or run in float32.
 
 Weights use the released key names (`vision_backbone.featurizer.*`, `vision_backbone.fused_featurizer.*`,
 `projector.*`, `language_model.*`, LayerScale `scale_factor`), so checkpoints load without renaming.
@@ -21,7 +37,7 @@ Weights use the released key names (`vision_backbone.featurizer.*`, `vision_back
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,10 +46,86 @@ import torch
 import torch.nn.functional as F
 from timm.layers import LayerScale as TimmLayerScale
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import LlamaForCausalLM
 
 from .action_tokenizer import ActionNormalizer, ActionTokenDistribution, ActionTokenizer
 from .configuration_openvla_oft import DEFAULT_LORA_TARGET_MODULES, OpenVLAOFTConfig
+
+# ---------------------------------------------------------------------------------------------------------- layers
+
+BlockFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+def run_vit_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """One timm ViT block (a function of the block, so that one compiled region serves every block)."""
+    return block(x)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def run_llama_layer(
+    layer: nn.Module,
+    hidden: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    attn_mask: torch.Tensor | None,
+    rows: tuple[int, int] | None,
+    heads: tuple[int, int, int],
+    eager_attention: bool = False,
+) -> torch.Tensor:
+    """One transformers `LlamaDecoderLayer` with OFT's attention, calling its submodules.
+
+    Args:
+        layer: the decoder layer (its norms, `self_attn.{q,k,v,o}_proj` and `mlp` are called, so LoRA
+            wrappers apply).
+        hidden: [B, L, H] input hidden states.
+        cos, sin: [B, L, head_dim] rotary tables (the model's `rotary_emb` at the position ids).
+        attn_mask: None (every query sees every key: the fast SDPA kernels apply) or a bool mask,
+            True = attend, broadcastable to [B, heads, Lq, L].
+        rows: (start, count): compute only these query positions (all keys still take part); the
+            output is then [B, count, H]. None: all positions.
+        heads: (query heads, key/value heads, head dim).
+        eager_attention: softmax(QK^T)V written out (transformers' "eager") instead of SDPA.
+
+    Same arithmetic as transformers' layer with a 4-D mask, without its mask building and per-call
+    bookkeeping, which also makes the layer one clean region for `torch.compile`.
+    """
+    n_heads, n_kv, head_dim = heads
+    attn = layer.self_attn
+    b, n, _ = hidden.shape
+    x = layer.input_layernorm(hidden)
+    if rows is not None:
+        start, count = rows
+        residual, xq = hidden[:, start:start + count], x[:, start:start + count]
+        cos_q, sin_q = cos[:, start:start + count], sin[:, start:start + count]
+    else:
+        residual, xq, cos_q, sin_q = hidden, x, cos, sin
+    q = attn.q_proj(xq).view(b, xq.shape[1], n_heads, head_dim).transpose(1, 2)
+    k = attn.k_proj(x).view(b, n, n_kv, head_dim).transpose(1, 2)
+    v = attn.v_proj(x).view(b, n, n_kv, head_dim).transpose(1, 2)
+    cos_q, sin_q, cos, sin = cos_q[:, None], sin_q[:, None], cos[:, None], sin[:, None]
+    q = q * cos_q + _rotate_half(q) * sin_q
+    k = k * cos + _rotate_half(k) * sin
+    if n_kv != n_heads:
+        k = k.repeat_interleave(n_heads // n_kv, dim=1)
+        v = v.repeat_interleave(n_heads // n_kv, dim=1)
+    scale = head_dim ** -0.5
+    if eager_attention:
+        scores = torch.matmul(q, k.transpose(2, 3)) * scale
+        if attn_mask is not None:
+            scores = scores.masked_fill(~attn_mask, torch.finfo(scores.dtype).min)
+        probs = scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype)
+        out = torch.matmul(probs, v)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale)
+    out = out.transpose(1, 2).reshape(b, xq.shape[1], n_heads * head_dim)
+    hidden = residual + attn.o_proj(out)
+    return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+
 
 # ---------------------------------------------------------------------------------------------------------- vision
 
@@ -73,6 +165,9 @@ def create_vit(model_id: str, image_size: int, act_layer: str | None = None,
     except RuntimeError as e:  # timm: "Unknown model (...)"
         raise ValueError(f"timm cannot build vision tower {model_id!r} (timm {timm.__version__}): {e}") from e
     _rename_layer_scales(vit)
+    for module in vit.modules():  # timm falls back to explicit softmax attention if TIMM_FUSED_ATTN=0
+        if hasattr(module, "fused_attn"):
+            module.fused_attn = True
     return vit
 
 
@@ -105,13 +200,17 @@ class OpenVLAVisionBackbone(nn.Module):
     def towers(self) -> list[nn.Module]:
         return [self.featurizer] + ([self.fused_featurizer] if self.fused_featurizer is not None else [])
 
-    def _features(self, vit: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        index = len(vit.blocks) + self.feature_layer
-        # stop_early: the blocks after the chosen one would be computed and thrown away
-        return vit.forward_intermediates(x, indices=[index], norm=False, stop_early=True, output_fmt="NLC",
-                                         intermediates_only=True)[0]
+    def _features(self, vit: nn.Module, x: torch.Tensor, block_fn: BlockFn) -> torch.Tensor:
+        # timm's `forward_intermediates(indices=[index], stop_early=True, norm=False)`, written out so
+        # that each block can go through `block_fn` (a compiled region in fast inference) and the
+        # blocks after the chosen one are never run.
+        x = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
+        checkpointing = getattr(vit, "grad_checkpointing", False) and torch.is_grad_enabled()
+        for blk in vit.blocks[: len(vit.blocks) + self.feature_layer + 1]:
+            x = checkpoint(block_fn, blk, x, use_reentrant=False) if checkpointing else block_fn(blk, x)
+        return x[:, vit.num_prefix_tokens:]
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixel_values: torch.Tensor, block_fn: BlockFn | None = None) -> torch.Tensor:
         towers = self.towers
         b, c, h, w = pixel_values.shape
         per_image = 3 * len(towers)
@@ -119,8 +218,10 @@ class OpenVLAVisionBackbone(nn.Module):
             raise ValueError(f"pixel_values has {c} channels, not a multiple of {per_image} "
                              f"(3 per vision tower per image)")
         n_images = c // per_image
+        # all images of all observations go through each tower as one batch
         x = pixel_values.reshape(b * n_images, len(towers), 3, h, w)
-        feats = torch.cat([self._features(vit, x[:, i]) for i, vit in enumerate(towers)], dim=-1)
+        block_fn = block_fn or run_vit_block
+        feats = torch.cat([self._features(vit, x[:, i], block_fn) for i, vit in enumerate(towers)], dim=-1)
         return feats.reshape(b, n_images * feats.shape[1], feats.shape[2])
 
 
@@ -238,6 +339,13 @@ class OpenVLAOFTForActionPrediction(nn.Module):
                            if config.add_value_head else None)
         self.action_tokenizer = ActionTokenizer(config.n_action_bins, config.vocab_end)
         self._normalizers: dict[tuple[str | None, str], ActionNormalizer] = {}
+        llm = self.language_model.config
+        n_heads = llm.num_attention_heads
+        head_dim = getattr(llm, "head_dim", None) or llm.hidden_size // n_heads
+        self._heads = (n_heads, llm.num_key_value_heads or n_heads, head_dim)
+        self._gradient_checkpointing = False
+        self._fast_inference: Any = None  # a FastInference after enable_fast_inference()
+        self.lora_config: Any = None  # the peft LoraConfig of the adapters, once added
 
     # ------------------------------------------------------------------ properties
     @property
@@ -268,11 +376,7 @@ class OpenVLAOFTForActionPrediction(nn.Module):
 
     def enable_gradient_checkpointing(self) -> None:
         """Recompute activations in the backward pass (every ViT block and Llama layer) to save memory."""
-        llm = self.language_model
-        if hasattr(llm, "activation_checkpointing_enable"):  # newer transformers renamed it
-            llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self._gradient_checkpointing = True
         for vit in self.vision_backbone.towers:
             vit.set_grad_checkpointing(True)
 
@@ -288,20 +392,49 @@ class OpenVLAOFTForActionPrediction(nn.Module):
         proprio: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The multimodal input embeddings [B, L, H] and the key mask [B, L] (see the module docstring)."""
+        self.check_prompt(input_ids, attention_mask)
+        return self._embed(pixel_values, input_ids, attention_mask, proprio)
+
+    def check_prompt(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> bool:
+        """Check that every prompt starts with BOS (padding after it); return whether any row is padded.
+
+        This is the forward pass's one read from the device, made before any work is queued.
+        """
+        bos = self.language_model.config.bos_token_id
+        checks = []
+        if bos is not None:
+            first_ok = input_ids[:, 0] == bos
+            if attention_mask is not None:
+                first_ok = first_ok & (attention_mask[:, 0] != 0)
+            checks.append(first_ok.all())
+        if attention_mask is not None:
+            checks.append((attention_mask != 0).all())
+        if not checks:
+            return False
+        values = torch.stack(checks).tolist()
+        if bos is not None and not values[0]:
+            raise ValueError(f"every prompt must start with BOS (id {bos}) at index 0, with any padding after it: "
+                             f"got first ids {input_ids[:, 0].tolist()}; build prompts with OpenVLAOFTProcessor")
+        return attention_mask is not None and not values[-1]
+
+    def _embed(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        proprio: torch.Tensor | None,
+        block_fn: BlockFn | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config
         b = input_ids.shape[0]
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         attention_mask = attention_mask.to(input_ids.device, torch.long)
-        bos = self.language_model.config.bos_token_id
-        if bos is not None and not bool((input_ids[:, 0] == bos).all() and attention_mask[:, 0].all()):
-            raise ValueError(f"every prompt must start with BOS (id {bos}) at index 0, with any padding after it: "
-                             f"got first ids {input_ids[:, 0].tolist()}; build prompts with OpenVLAOFTProcessor")
         n_images = pixel_values.shape[1] // (3 * len(self.vision_backbone.towers))
         if n_images != cfg.num_images_in_input:
             raise ValueError(f"the model takes {cfg.num_images_in_input} images per observation "
                              f"(config.num_images_in_input), got {n_images}")
-        patches = self.projector(self.vision_backbone(pixel_values.to(self.dtype)))
+        patches = self.projector(self.vision_backbone(pixel_values.to(self.dtype), block_fn))
         embed = self.language_model.get_input_embeddings()
         tokens = embed(input_ids)
         dev, h = tokens.device, tokens.shape[-1]
@@ -340,36 +473,148 @@ class OpenVLAOFTForActionPrediction(nn.Module):
             attention_mask: [B, Lp], 1 for real tokens (default all ones).
             proprio: [B, proprio_dim] normalised proprioception (only with `use_proprio`).
             output_hidden_states: also return the final hidden states.
-        """
-        inputs_embeds, mask = self.build_inputs(pixel_values, input_ids, attention_mask, proprio)
-        position_ids = (mask.cumsum(dim=-1) - 1).clamp(min=0)
-        bias = self._attention_bias(mask, inputs_embeds.dtype)
-        hidden = self.language_model.model(inputs_embeds=inputs_embeds, attention_mask=bias,
-                                           position_ids=position_ids, use_cache=False).last_hidden_state
-        n_act = self.config.num_action_tokens
-        start = hidden.shape[1] - n_act - 1 - int(self.config.append_stop_token)
-        logits = self.action_logits(hidden[:, start:start + n_act])
-        values = self.value_head(hidden[:, start]) if self.value_head is not None else None
-        return OpenVLAOFTOutput(logits, values, hidden if output_hidden_states else None)
 
-    def _attention_bias(self, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        # An additive 4-D mask, always given: with None transformers would build its causal mask.
-        # Bidirectional (OFT): the key-padding mask, the same for every query, [B, 1, 1, L].
-        blocked = (mask == 0)[:, None, None, :]
-        if self.config.causal_attention:
-            n = mask.shape[1]
-            future = torch.ones(n, n, dtype=torch.bool, device=mask.device).triu(1)
-            blocked = blocked | future  # [B, 1, L, L]
-        return torch.zeros(blocked.shape, dtype=dtype, device=mask.device).masked_fill(blocked, torch.finfo(dtype).min)
+        The action logits are computed in float32 from the final hidden states (see `action_logits`).
+        After `enable_fast_inference`, calls without gradients in eval mode go through compiled
+        regions and, on CUDA, captured CUDA graphs.
+        """
+        padded = self.check_prompt(input_ids, attention_mask)
+        fast = self._fast_inference
+        if fast is not None and not output_hidden_states and fast.applies(self):
+            return fast(self, pixel_values, input_ids, attention_mask, proprio, padded)
+        return self._forward(pixel_values, input_ids, attention_mask, proprio, padded, output_hidden_states)
+
+    def _forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        proprio: torch.Tensor | None,
+        padded: bool,
+        output_hidden_states: bool = False,
+        block_fn: BlockFn | None = None,
+        layer_fn: Callable[..., torch.Tensor] | None = None,
+    ) -> OpenVLAOFTOutput:
+        # No host reads from here on: this is what fast inference compiles and captures.
+        cfg = self.config
+        layer_fn = layer_fn or run_llama_layer
+        embeds, mask = self._embed(pixel_values, input_ids, attention_mask, proprio, block_fn)
+        length, n_act = embeds.shape[1], cfg.num_action_tokens
+        start = length - n_act - 1 - int(cfg.append_stop_token)
+        # Positions count real tokens only, so a padded row gets the positions it has alone.
+        position_ids = (mask.cumsum(dim=-1) - 1).clamp(min=0)
+        rows = None if output_hidden_states else (start, n_act)
+        full_mask, rows_mask = self._attention_masks(mask, padded, rows)
+        lm = self.language_model.model
+        cos, sin = lm.rotary_emb(embeds, position_ids)
+        hidden = embeds
+        layers = lm.layers
+        checkpointing = self._gradient_checkpointing and torch.is_grad_enabled()
+        eager = cfg.attn_implementation == "eager"
+        for i, layer in enumerate(layers):
+            last = i == len(layers) - 1
+            # the last layer computes only the positions that are read out (its keys are all positions)
+            args = (layer, hidden, cos, sin, rows_mask if last else full_mask, rows if last else None, self._heads,
+                    eager)
+            hidden = checkpoint(layer_fn, *args, use_reentrant=False) if checkpointing else layer_fn(*args)
+        if rows is None:
+            out_hidden = hidden[:, start:start + n_act]
+        else:
+            out_hidden = hidden
+        normed = self._final_norm_fp32(out_hidden)
+        logits = self.action_logits(normed)
+        values = None
+        if self.value_head is not None:
+            values = self.value_head(normed[:, 0].to(self.value_head.mlp[0].weight.dtype))
+        return OpenVLAOFTOutput(logits, values, lm.norm(hidden) if output_hidden_states else None)
+
+    def _attention_masks(self, mask: torch.Tensor, padded: bool, rows: tuple[int, int] | None
+                         ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        # Bool masks (True = attend) for all queries and for the last layer's query rows.
+        # Bidirectional (OFT) without padding: no mask at all, so SDPA can use its flash kernel;
+        # with padding: a key-padding mask [B, 1, 1, L], the same for every query.
+        keys = mask.bool()[:, None, None, :]
+        if not self.config.causal_attention:
+            return (keys, keys) if padded else (None, None)
+        n = mask.shape[1]
+        pos = torch.arange(n, device=mask.device)
+        full = keys & (pos[None, :] <= pos[:, None])  # [B, 1, L, L]
+        if rows is None:
+            return full, full
+        return full, full[:, :, rows[0]:rows[0] + rows[1]]
+
+    def _final_norm_fp32(self, hidden: torch.Tensor) -> torch.Tensor:
+        # The final RMSNorm of the read-out positions in float32 (transformers rounds to the weights' dtype).
+        norm = self.language_model.model.norm
+        eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6))
+        with torch.autocast(hidden.device.type, enabled=False):
+            x = hidden.float()
+            x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+            return x * norm.weight.float()
 
     def action_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """LM-head logits of the action token ids only: [..., n_bins]."""
+        """LM-head logits of the action token ids only, in float32: [..., n_bins].
+
+        Float32, so that the logits are not rounded again to bfloat16 (8 bits of mantissa: steps of
+        1/16 near |logit| = 10), which adds to the batch-size dependence of log-probs (module docstring).
+        A LoRA-wrapped head is evaluated on the action rows only, adapters included.
+        """
         head = self.language_model.get_output_embeddings()
         begin, end = self.action_tokenizer.token_begin, self.action_tokenizer.vocab_end
-        if type(head) is nn.Linear:  # plain head: multiply by the 256 action rows only
-            bias = head.bias[begin:end] if head.bias is not None else None
-            return F.linear(hidden, head.weight[begin:end], bias)
-        return head(hidden)[..., begin:end]  # wrapped (e.g. LoRA): run the module, then slice
+        base = getattr(head, "base_layer", head)
+        if type(base) is not nn.Linear or (head is not base and not _is_plain_lora(head)):
+            return head(hidden)[..., begin:end].float()  # an unusual head: run the module, then slice
+        with torch.autocast(hidden.device.type, enabled=False):
+            x = hidden.float()
+            bias = base.bias[begin:end].float() if base.bias is not None else None
+            out = F.linear(x, base.weight[begin:end].float(), bias)
+            if head is not base and not head.merged and not head.disable_adapters:
+                for name in head.active_adapters:
+                    if name in head.lora_A:
+                        down = F.linear(head.lora_dropout[name](x), head.lora_A[name].weight.float())
+                        out = out + F.linear(down, head.lora_B[name].weight[begin:end].float()) * head.scaling[name]
+            return out
+
+    # ------------------------------------------------------------------ fast inference
+    def enable_fast_inference(self, compile: bool = True, cuda_graphs: bool | None = None, mode: str | None = None,
+                              max_graphs: int = 8, fullgraph: bool = False, backend: str = "inductor") -> None:
+        """Speed up forward passes without gradients in eval mode (rollouts, evaluation).
+
+        Args:
+            compile: `torch.compile` each ViT block and each Llama layer as regions (one compiled
+                region serves all layers of a kind; seconds to compile, fused normalisation, RoPE and
+                activations).
+            cuda_graphs: capture the whole forward pass as a CUDA graph per input shape and replay
+                it (no per-kernel launch cost). Default: on for a model on CUDA.
+            mode: `torch.compile` mode (None = default; "max-autotune-no-cudagraphs" tunes GEMMs,
+                minutes per shape). "reduce-overhead" needs cuda_graphs=False.
+            max_graphs: captured shapes kept (least recently used dropped). Each prompt length is a shape.
+            fullgraph, backend: passed to `torch.compile` (tests use backend="aot_eager").
+
+        Outputs equal the eager forward within float rounding. Calls with gradients (training) run
+        the eager model. Moving the model, `add_lora`, merging and loading adapters drop the captured
+        graphs; call `disable_fast_inference()` to return to eager.
+        """
+        from .fast_inference import FastInference
+
+        self._fast_inference = FastInference(self, compile=compile, cuda_graphs=cuda_graphs, mode=mode,
+                                             max_graphs=max_graphs, fullgraph=fullgraph, backend=backend)
+
+    def disable_fast_inference(self) -> None:
+        """Back to the eager forward; drops captured CUDA graphs."""
+        if self._fast_inference is not None:
+            self._fast_inference.clear()
+        self._fast_inference = None
+
+    def _drop_cuda_graphs(self) -> None:
+        # Captured graphs hold weight addresses and the module structure of their capture.
+        fast = self.__dict__.get("_fast_inference")
+        if fast is not None:
+            fast.clear()
+
+    def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .half(), ...
+        self._drop_cuda_graphs()
+        return super()._apply(fn, *args, **kwargs)
 
     # ------------------------------------------------------------------ actions
     def action_distribution(self, action_logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0,
@@ -418,25 +663,45 @@ class OpenVLAOFTForActionPrediction(nn.Module):
 
     # ------------------------------------------------------------------ LoRA
     def add_lora(self, rank: int = 32, alpha: int | None = None, target_modules: list[str] | str | None = None,
-                 dropout: float = 0.0, init_lora_weights: bool | str = "gaussian") -> None:
+                 dropout: float = 0.0, init_lora_weights: bool | str = "gaussian", lora_config: Any = None) -> None:
         """Wrap linear layers with LoRA adapters (peft) and freeze everything else except the value head.
 
         Defaults follow RLinf (reference §4.4): alpha = rank, dropout 0, gaussian init (B = 0, so
         outputs do not change), and its target list (every linear layer of ViTs, projector and Llama).
+        A peft `LoraConfig` given as `lora_config` is used as it is instead (e.g. one read from an
+        adapter's `adapter_config.json`).
         """
         from peft import LoraConfig, inject_adapter_in_model
 
         if self.has_lora:
-            raise RuntimeError("this model already has LoRA adapters; merge_and_unload_lora() first")
-        lora_config = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank, lora_dropout=dropout,
-                                 target_modules=target_modules or list(DEFAULT_LORA_TARGET_MODULES),
-                                 init_lora_weights=init_lora_weights, bias="none")
+            raise RuntimeError("this model already has LoRA adapters; add_lora can be called once per model")
+        if lora_config is None:
+            lora_config = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank, lora_dropout=dropout,
+                                     target_modules=target_modules or list(DEFAULT_LORA_TARGET_MODULES),
+                                     init_lora_weights=init_lora_weights, bias="none")
+        self._drop_cuda_graphs()
         inject_adapter_in_model(lora_config, self)
+        self.lora_config = lora_config
         for name, p in self.named_parameters():
             p.requires_grad = ".lora_" in name
         for head in (self.value_head, self.proprio_projector):
             if head is not None:
                 head.requires_grad_(True)
+
+    def save_lora_adapter(self, path: str | os.PathLike, base_model_path: str | None = None) -> None:
+        """Write only the adapters (and the value head / proprio projector) in peft's format.
+
+        See `checkpoint.save_lora_adapter`: `adapter_config.json` + `adapter_model.safetensors`.
+        """
+        from .checkpoint import save_lora_adapter
+
+        save_lora_adapter(self, path, base_model_path=base_model_path)
+
+    def load_lora_adapter(self, path: str | os.PathLike) -> None:
+        """Add the adapters saved by `save_lora_adapter` (or peft) to this base model and load them."""
+        from .checkpoint import load_lora_adapter
+
+        load_lora_adapter(self, path)
 
     def _lora_layers(self) -> list[nn.Module]:
         from peft.tuners.lora import LoraLayer
@@ -449,12 +714,14 @@ class OpenVLAOFTForActionPrediction(nn.Module):
 
     def merge_lora(self) -> None:
         """Add the LoRA updates into the base weights (outputs unchanged; the adapters are kept)."""
+        self._drop_cuda_graphs()
         for layer in self._lora_layers():
             if not layer.merged:
                 layer.merge()
 
     def unmerge_lora(self) -> None:
         """Undo `merge_lora`."""
+        self._drop_cuda_graphs()
         for layer in self._lora_layers():
             while layer.merged:
                 layer.unmerge()
@@ -487,11 +754,14 @@ class OpenVLAOFTForActionPrediction(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, torch_dtype: torch.dtype | str | None = None,
                         device: torch.device | str | None = None, strict: bool = True,
+                        adapter_path: str | os.PathLike | None = None,
                         **config_overrides: Any) -> OpenVLAOFTForActionPrediction:
-        """Load a released OpenVLA / OpenVLA-OFT / RLinf checkpoint directory (see `checkpoint.load_model`)."""
+        """Load a released OpenVLA / OpenVLA-OFT / RLinf checkpoint directory (see `checkpoint.load_model`),
+        then, with `adapter_path`, a LoRA adapter saved by `save_lora_adapter` on top of it."""
         from .checkpoint import load_model
 
-        return load_model(path, torch_dtype=torch_dtype, device=device, strict=strict, **config_overrides)
+        return load_model(path, torch_dtype=torch_dtype, device=device, strict=strict, adapter_path=adapter_path,
+                          **config_overrides)
 
     def save_pretrained(self, path: str | os.PathLike, processor: Any = None, max_shard_size: int | str = "5GB",
                         torch_dtype: torch.dtype | str | None = None) -> None:
@@ -499,6 +769,16 @@ class OpenVLAOFTForActionPrediction(nn.Module):
         from .checkpoint import save_model
 
         save_model(self, path, processor=processor, max_shard_size=max_shard_size, torch_dtype=torch_dtype)
+
+
+def _is_plain_lora(module: nn.Module) -> bool:
+    # a peft LoRA linear layer without DoRA (its update is B @ A * scaling, sliceable by output rows)
+    try:
+        from peft.tuners.lora import LoraLayer
+    except ImportError:
+        return False
+    return (isinstance(module, LoraLayer) and not any(getattr(module, "use_dora", {}).values())
+            and all(hasattr(module, a) for a in ("lora_A", "lora_B", "lora_dropout", "scaling", "merged")))
 
 
 def rebuild_computed_buffers(model: nn.Module) -> None:
