@@ -222,13 +222,14 @@ class PPO(SB3PPO):
         self._token_level = per_token and self.ratio_level != "chunk"
         self.policy.optimizer = self._build_optimizer()
 
-    def _build_optimizer(self) -> th.optim.Optimizer:
-        """The policy's optimizer class over the trainable parameters only, value-head parameters in
-        their own group (named ``value_head``) so that they can have their own learning rate."""
+    def _build_optimizer(self, module: th.nn.Module | None = None) -> th.optim.Optimizer:
+        """The policy's optimizer class over the trainable parameters only (of `module`, default the
+        policy), value-head parameters in their own group (named ``value_head``) so that they can have
+        their own learning rate."""
         lr = self.lr_schedule(1.0)
         value_lr = self.value_lr_schedule(1.0) if self.value_lr_schedule is not None else lr
         main, value = [], []
-        for name, p in self.policy.named_parameters():
+        for name, p in (module if module is not None else self.policy).named_parameters():
             if p.requires_grad:
                 (value if any(pat in name for pat in self.value_param_patterns) else main).append(p)
         if not main and not value:
@@ -375,9 +376,9 @@ class PPO(SB3PPO):
             actions = actions.long().flatten()
         with self._autocast():
             if self._token_level:
-                values, log_prob, entropy = self.policy.evaluate_actions(obs, actions, per_token=True)
+                values, log_prob, entropy = self._training_policy.evaluate_actions(obs, actions, per_token=True)
             else:
-                values, log_prob, entropy = self.policy.evaluate_actions(obs, actions)
+                values, log_prob, entropy = self._training_policy.evaluate_actions(obs, actions)
         values = self._values(values, log_prob.shape[0])
         return values, log_prob.float(), None if entropy is None else entropy.float()
 
@@ -410,50 +411,107 @@ class PPO(SB3PPO):
                    else batch.observations[sl])
             yield LeanRolloutBufferSamples(obs, *(t[sl] for t in batch[1:]))
 
-    def _optimizer_step(self, batch: LeanRolloutBufferSamples, clip_low: float, clip_high: float,
-                        clip_vf: float | None) -> dict[str, float] | None:
-        """Accumulate the gradient of one minibatch over its micro-batches, then step (unless target_kl
-        stops the update first, like SB3: the step is then skipped). None if no sample is valid."""
-        n_valid = float(batch.masks.sum())
+    def _backward_minibatch(self, batch: LeanRolloutBufferSamples, clip_low: float, clip_high: float,
+                            clip_vf: float | None) -> dict[str, float] | None:
+        """Accumulate the gradient of one minibatch over its micro-batches (into zeroed gradients); return
+        the minibatch's loss terms, each a mean over its valid samples. None if no sample is valid.
+
+        Each micro-batch's loss is weighted by its share of the valid samples, so the accumulated gradient
+        is that of the minibatch's mean loss. With data parallelism the minibatch is this rank's part of
+        the global one: the valid count and the terms are summed over ranks (`_all_reduce_sum`), and the
+        gradients are synchronised once, in the backward pass of the last micro-batch (`_grad_sync`)."""
+        local_valid = float(batch.masks.sum())
+        n_valid = self._all_reduce_sum([local_valid])[0]
         if n_valid == 0:
             return None
-        optimizer = self.policy.optimizer
-        optimizer.zero_grad(set_to_none=True)
-        stats: dict[str, float] = defaultdict(float)
-        for mb in self._micro_batches(batch):
-            weight = float(mb.masks.sum()) / n_valid
-            if weight == 0:
-                continue
-            terms = self._loss(mb, clip_low, clip_high, clip_vf)
-            (terms["loss"] * weight).backward()
+        self._training_optimizer.zero_grad(set_to_none=True)
+        micro = list(self._micro_batches(batch))
+        if self._world_size == 1:  # one process: an empty micro-batch adds nothing, skip it
+            micro = [mb for mb in micro if float(mb.masks.sum()) > 0]
+        keys: list[str] = []
+        sums: dict[str, float] = defaultdict(float)
+        for i, mb in enumerate(micro):
+            share = float(mb.masks.sum()) / n_valid  # of the global minibatch
+            # every rank runs every micro-batch (an empty one with weight 0), so that all ranks meet in
+            # the gradient synchronisation of the last one; DDP / FSDP average over ranks, hence * W
+            with self._grad_sync(i == len(micro) - 1):
+                terms = self._micro_batch_loss(mb, clip_low, clip_high, clip_vf)
+                (terms["loss"] * (share * self._world_size)).backward()
             for key, value in terms.items():
-                stats[key] += weight * float(value.detach())
+                sums[key] += share * float(value.detach())
+            keys = list(terms)
+        totals = self._all_reduce_sum([sums[k] for k in keys])
+        return dict(zip(keys, totals))
+
+    def _optimizer_step(self, batch: LeanRolloutBufferSamples, clip_low: float, clip_high: float,
+                        clip_vf: float | None) -> dict[str, float] | None:
+        """Accumulate the gradient of one minibatch, then step (unless target_kl stops the update first,
+        like SB3: the step is then skipped). None if no sample is valid."""
+        stats = self._backward_minibatch(batch, clip_low, clip_high, clip_vf)
+        if stats is None:
+            return None
+        optimizer = self._training_optimizer
         if self.target_kl is not None and stats["approx_kl"] > 1.5 * self.target_kl:
             optimizer.zero_grad(set_to_none=True)
             stats["stop"] = 1.0
             return stats
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        stats["grad_norm"] = float(th.nn.utils.clip_grad_norm_(params, self.max_grad_norm))
+        stats["grad_norm"] = self._clip_grad_norm(params)
         optimizer.step()
         self._n_updates += 1
+        self._after_optimizer_step()
         return stats
+
+    # -- data-parallel hooks: one process here; algorithms.distributed.data_parallel overrides them ------
+    _world_size: int = 1
+
+    @property
+    def _training_policy(self) -> th.nn.Module:
+        """The policy the update evaluates (under FSDP: the sharded copy, `self.policy` being the one that acts)."""
+        return self.policy
+
+    @property
+    def _training_optimizer(self) -> th.optim.Optimizer:
+        """The optimizer of the parameters the update trains (under FSDP: of their shards)."""
+        return self.policy.optimizer
+
+    def _micro_batch_loss(self, mb: LeanRolloutBufferSamples, clip_low: float, clip_high: float,
+                          clip_vf: float | None) -> dict[str, th.Tensor]:
+        return self._loss(mb, clip_low, clip_high, clip_vf)
+
+    def _grad_sync(self, sync: bool) -> contextlib.AbstractContextManager:
+        """Context of one micro-batch's backward pass; `sync` on the last micro-batch of a minibatch."""
+        return contextlib.nullcontext()
+
+    def _all_reduce_sum(self, values: Sequence[float]) -> list[float]:
+        """Sums over the data-parallel ranks (the values themselves in one process)."""
+        return [float(v) for v in values]
+
+    def _clip_grad_norm(self, params: list[th.nn.Parameter]) -> float:
+        return float(th.nn.utils.clip_grad_norm_(params, self.max_grad_norm))
+
+    def _after_optimizer_step(self) -> None:
+        pass
+
+    def _normalized_advantages(self, buffer: LeanRolloutBuffer) -> np.ndarray:
+        return normalize(buffer.advantages, buffer.masks)
 
     def train(self) -> None:
         """Update the policy on the rollout buffer (n_epochs x minibatches of batch_size samples)."""
         t0 = time.perf_counter()
         self.policy.set_training_mode(True)
-        self._update_learning_rate(self.policy.optimizer)
+        self._update_learning_rate(self._training_optimizer)
         progress = self._current_progress_remaining
         clip_low, clip_high = self.clip_ratio_low(progress), self.clip_ratio_high(progress)
         clip_vf = self.clip_range_vf(progress) if self.clip_range_vf is not None else None
         buffer = self.rollout_buffer
         if self.normalize_advantage:
-            buffer.advantages = normalize(buffer.advantages, buffer.masks)
+            buffer.advantages = self._normalized_advantages(buffer)
 
         history: dict[str, list[float]] = defaultdict(list)
         stopped = False
         for epoch in range(self.n_epochs):
-            for batch in buffer.get(self.batch_size):
+            for batch in buffer.get(self.batch_size // self._world_size):
                 stats = self._optimizer_step(batch, clip_low, clip_high, clip_vf)
                 if stats is None:
                     continue
