@@ -25,6 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 from algorithms.distributed.placement import (
     ComponentPlacement,
     PlacementError,
+    actor_rank_devices,
     env_worker_devices,
     parse_component_placement,
 )
@@ -34,6 +35,7 @@ PRESETS = ("tiny", "small", "7.5b")
 PRECISIONS = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 LOGPROB_TYPES = {"token_level": "token", "action_level": "action", "chunk_level": "chunk"}
 ADV_TYPES = ("gae", "grpo")
+ACTOR_STRATEGIES = ("ddp", "fsdp")  # algorithms.distributed.data_parallel.STRATEGIES (kept torch-free here)
 
 
 # ---------------------------------------------------------------------------------------- schema
@@ -143,9 +145,11 @@ class OptimConfig:
 class ActorConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    micro_batch_size: int = 2
-    global_batch_size: int = 16
+    micro_batch_size: int = 2  # samples per forward/backward pass on one actor rank
+    global_batch_size: int = 16  # samples per optimizer step, all actor ranks together
     seed: int = 1234
+    strategy: str = "ddp"  # data parallelism over several actor ranks: "ddp", or "fsdp" (FULL_SHARD) for big models
+    num_cpu_ranks: int = 1  # without GPUs: actor ranks (gloo processes) per actor node; with GPUs, one per actor GPU
 
 
 @dataclass
@@ -418,6 +422,25 @@ def check_run_config(c: RunConfig, gpus_per_node: int) -> ComponentPlacement:
             add("actor.global_batch_size", f"{a.global_batch_size} is more than the {samples} samples of one rollout "
                                            f"(total_num_envs x rollout_epoch x max_steps_per_rollout_epoch / "
                                            f"num_action_chunks); lower it or collect more")
+
+    # data-parallel actor
+    if a.strategy not in ACTOR_STRATEGIES:
+        add("actor.strategy", f"unknown {a.strategy!r}; 'ddp' replicates the policy on every actor rank, 'fsdp' "
+                              "shards it (FULL_SHARD, for the 7.5B model)")
+    if a.num_cpu_ranks < 1:
+        add("actor.num_cpu_ranks", f"must be >= 1, got {a.num_cpu_ranks}")
+    elif a.num_cpu_ranks > 1 and gpus_per_node > 0:
+        add("actor.num_cpu_ranks", "only for clusters without GPUs; with GPUs the actor has one rank per GPU of "
+                                   "cluster.component_placement's actor entry")
+    elif placement is not None:
+        world = len(actor_rank_devices(placement, a.num_cpu_ranks))
+        if world > 1 and n >= 1 and n % world:
+            add("env.train.total_num_envs", f"{n} envs cannot be shared evenly by the {world} actor ranks (each "
+                                            f"trains on its share of the envs' rollouts); use a multiple of {world}")
+        if world > 1 and a.micro_batch_size >= 1 and a.global_batch_size % (world * a.micro_batch_size):
+            add("actor.global_batch_size", f"{a.global_batch_size} is not a multiple of the {world} actor ranks x "
+                                           f"actor.micro_batch_size={a.micro_batch_size}; use a multiple of "
+                                           f"{world * a.micro_batch_size}")
 
     # algorithm
     if alg.adv_type not in ADV_TYPES:

@@ -212,6 +212,14 @@ def actor_devices(placement: ComponentPlacement) -> tuple[int, list[Device]]:
     return node, [d for d in placement.devices["actor"] if d.node == node]
 
 
+def actor_rank_devices(placement: ComponentPlacement, cpu_ranks: int = 1) -> list[Device]:
+    """The device of each data-parallel actor rank, rank 0 first: every actor GPU, or without GPUs
+    `cpu_ranks` ranks on each actor node. One rank: the single-process trainer."""
+    if placement.on_gpus:
+        return list(placement.devices["actor"])
+    return [d for d in placement.devices["actor"] for _ in range(cpu_ranks)]
+
+
 def cuda_visible_devices(devices: Sequence[Device]) -> str:
     """The CUDA_VISIBLE_DEVICES of a worker on `devices` ("" for CPU workers, so they never touch a GPU)."""
     return ",".join(str(d.gpu) for d in devices if d.gpu is not None)

@@ -30,6 +30,7 @@ from algorithms.distributed.config import LOGPROB_TYPES, PRECISIONS, RunConfig
 from algorithms.distributed.placement import (
     ComponentPlacement,
     actor_devices,
+    actor_rank_devices,
     env_worker_devices,
     rollout_worker_devices,
 )
@@ -198,7 +199,7 @@ class EmbodiedRunner:
         self.cfg, self.placement, self.reservation = cfg, placement, reservation
         self.log_dir = log_dir
         self.config_dict = config_dict
-        self.venv = self.model = self.rollout_group = None
+        self.venv = self.model = self.rollout_group = self.actor_group = None
         self._log_file = None
         if log_dir and os.path.isdir(log_dir):  # Ray forwards our stdout to the driver only on a best-effort basis
             self._log_file = log_file_handler(os.path.join(log_dir, "run_embodiment.log"))
@@ -240,27 +241,44 @@ class EmbodiedRunner:
 
         c, t0 = self.cfg, time.perf_counter()
         node, mine = actor_devices(self.placement)
+        ranks = actor_rank_devices(self.placement, c.actor.num_cpu_ranks)
+        world = len(ranks)
+        if world > 1:
+            mine = ranks[:1]
         if not th.cuda.is_available():
             env_here = sum(d.node == node for d in env_worker_devices(self.placement, c.env.train.num_env_subprocess))
-            th.set_num_threads(max(1, (os.cpu_count() or 1) - env_here))
+            ranks_here = sum(d.node == node for d in ranks)
+            th.set_num_threads(max(1, ((os.cpu_count() or 1) - env_here) // ranks_here))
         log.info("actor on %s (torch on %s, %d thread(s))", ", ".join(map(str, mine)),
                  "cuda" if th.cuda.is_available() else "cpu", th.get_num_threads())
-        if len(self.placement.nodes("actor")) > 1 or len(mine) > 1:
-            log.warning("the trainer is one process: it trains on one GPU of %s (data-parallel training over several "
-                        "GPUs is not implemented)", ", ".join(map(str, self.placement.devices["actor"])))
         self.venv = self._make_env()
         log.info("%d envs in %d env worker(s), %d pipeline stage(s); env up in %.1f s", self.venv.num_envs,
                  self.venv.num_workers, self.venv.num_stages, time.perf_counter() - t0)
 
         cls = PipelinedGRPO if c.algorithm.adv_type == "grpo" else PipelinedPPO
+        kwargs = trainer_kwargs(c)
+        if world > 1:  # a data-parallel actor: this process is rank 0, ranks 1.. are Ray actors
+            from algorithms.distributed.actor_group import ActorGroup, data_parallel_classes
+
+            cls, rank_cls = data_parallel_classes(c.algorithm.adv_type == "grpo")
+            kwargs["strategy"] = c.actor.strategy
+            self.actor_group = ActorGroup.start(
+                self.reservation, ranks, rank_cls, OpenVLAOFTPolicy, self.venv.observation_space,
+                self.venv.action_space, self.venv.num_envs, kwargs, num_threads=th.get_num_threads())
+            log.info("data-parallel actor (%s): %d ranks on %s", c.actor.strategy, world, ", ".join(map(str, ranks)))
         resume = resolve_resume(c.runner.resume_dir) if c.runner.resume_dir else None
         if resume:
             self.model = cls.load(resume, env=self.venv, device="auto")
             log.info("resumed from %s at training step %d", resume, self.model.global_step)
         else:
-            self.model = cls(OpenVLAOFTPolicy, self.venv, **trainer_kwargs(c))
+            self.model = cls(OpenVLAOFTPolicy, self.venv, **kwargs)
             if c.algorithm.adv_type != "grpo":
                 self.venv.seed(c.env.train.seed)
+        if world > 1:
+            self.model.strategy = c.actor.strategy
+            self.model.actor_group = self.actor_group
+            if resume and c.actor.strategy == "ddp":  # every rank steps from the same optimizer moments
+                self.actor_group.load_optimizer_state(self.model.policy.optimizer.state_dict())
         model = self.model
         n_params = sum(p.numel() for p in model.policy.parameters())
         log.info("%s with OpenVLA-OFT (%s, %.1fM parameters) on %s", cls.__name__,
@@ -295,12 +313,14 @@ class EmbodiedRunner:
                    "videos": list(videos.paths) if v.save_video else [], "env_worker_restarts": sum(self.venv.restarts),
                    "rollout_workers": len(self.rollout_group.workers) if self.rollout_group else 0,
                    "rollout_weights_version": self.rollout_group.version if self.rollout_group else None,
-                   "discarded_steps": model.discarded_steps}
+                   "discarded_steps": model.discarded_steps, "actor_ranks": world}
         log.info("done: %d training steps, %d chunk steps in %.0f s; checkpoint %s", model.global_step,
                  model.num_timesteps, summary["seconds"], final)
         return summary
 
     def close(self) -> None:
+        if self.actor_group is not None:
+            self.actor_group.close()
         if self.rollout_group is not None:
             self.rollout_group.close()
         if self.venv is not None:
@@ -320,7 +340,8 @@ def launch(cfg: RunConfig, placement: ComponentPlacement, log_dir: str,
 
     reservation = NodeReservation.create(placement.num_nodes, placement.gpus_per_node)
     try:
-        _, devices = actor_devices(placement)
+        ranks = actor_rank_devices(placement, cfg.actor.num_cpu_ranks)
+        devices = ranks[:1] if len(ranks) > 1 else actor_devices(placement)[1]  # rank 0 of a data-parallel actor
         runner = ray.remote(EmbodiedRunner).options(**reservation.options(devices)).remote(
             cfg, placement, reservation, log_dir, config_dict)
         try:
