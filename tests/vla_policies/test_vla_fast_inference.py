@@ -73,3 +73,63 @@ def test_cuda_graphs_match_eager(tiny_config, processor, compile):
     assert torch.equal(got[0].action_logits, kept)  # outputs are copies, not the graph's buffers
     model.add_lora(rank=2)  # a structural change drops the graphs
     assert model._fast_inference.num_graphs == 0
+
+
+class _FakeGraph:
+    """Stands in for torch.cuda.CUDAGraph on a CPU: replay re-runs what was 'captured' into its outputs."""
+
+    def __init__(self):
+        self.run = None
+        self.output = None
+
+    def replay(self):
+        fresh = self.run()
+        self.output.action_logits.copy_(fresh.action_logits)
+        self.output.values.copy_(fresh.values)
+
+
+def test_graph_bookkeeping_with_a_fake_cuda_graph(tiny_model, processor, monkeypatch):
+    # the CUDA-graph path on a CPU: static input buffers, one graph per shape, outputs copied out
+    import contextlib
+
+    from vla_policies.openvla_oft import fast_inference as fi
+
+    captured = []
+
+    @contextlib.contextmanager
+    def fake_graph(graph, pool=None):
+        yield
+        captured.append(graph)
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", _FakeGraph)
+    monkeypatch.setattr(torch.cuda, "graph", fake_graph)
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: object())
+    stream = type("FakeStream", (), {"wait_stream": lambda self, other: None})()
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device=None: stream)
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: stream)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    real_capture = fi.FastInference._capture
+
+    def capture(self, model, inputs, padded):
+        entry = real_capture(self, model, inputs, padded)
+        graph = captured[-1]
+        graph.output = entry.output
+        graph.run = lambda: model._forward(entry.inputs["pixel_values"], entry.inputs["input_ids"],
+                                           entry.inputs["attention_mask"], None, padded)
+        return entry
+
+    monkeypatch.setattr(fi.FastInference, "_capture", capture)
+    batches = [model_inputs(processor, TEXTS, seed=1), model_inputs(processor, ["go"], seed=2),
+               model_inputs(processor, TEXTS, seed=3)]
+    expected = _outputs(tiny_model, batches)
+    tiny_model.enable_fast_inference(compile=False, cuda_graphs=False, max_graphs=8)
+    tiny_model._fast_inference.cuda_graphs = True
+    got = _outputs(tiny_model, batches)
+    _assert_same(got, expected)
+    assert tiny_model._fast_inference.num_graphs == 2 and len(captured) == 2  # the third reused the first
+    kept = got[2].action_logits.clone()
+    _outputs(tiny_model, batches[:1])
+    assert torch.equal(got[2].action_logits, kept)  # outputs are copies, not the graph's buffers
+    tiny_model.to(torch.float32)  # moving or casting the model drops the graphs
+    assert tiny_model._fast_inference.num_graphs == 0

@@ -57,6 +57,15 @@ def _raise_recompile_limit(limit: int) -> None:
             setattr(dynamo_config, name, limit)
 
 
+def _autocast_state(device: torch.device) -> tuple[bool, torch.dtype | None]:
+    # a graph replays the kernels (and dtypes) of its capture, so autocast is part of its key
+    try:
+        enabled = torch.is_autocast_enabled(device.type)
+        return enabled, torch.get_autocast_dtype(device.type) if enabled else None
+    except (TypeError, AttributeError):  # torch < 2.4
+        return torch.is_autocast_enabled(), None
+
+
 @dataclass
 class _Graph:
     graph: torch.cuda.CUDAGraph
@@ -116,7 +125,7 @@ class FastInference:
                   .to(dev, torch.long)}
         if proprio is not None:
             inputs["proprio"] = proprio.to(dev)
-        key = (padded, torch.is_autocast_enabled(), *((k, tuple(v.shape), v.dtype) for k, v in inputs.items()))
+        key = (padded, _autocast_state(dev), *((k, tuple(v.shape), v.dtype) for k, v in inputs.items()))
         entry = self._graphs.get(key)
         if entry is None:
             entry = self._capture(model, inputs, padded)
