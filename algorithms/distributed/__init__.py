@@ -6,6 +6,8 @@
   (stages for pipelining, restarts of dead workers).
 - `rollout_worker`: inference workers on the rollout devices, with weights synced from the trainer.
 - `pipeline`: `PipelinedPPO` / `PipelinedGRPO`, `algorithms.PPO` / `GRPO` with pipelined rollouts.
+- `data_parallel`: the data-parallel actor (DDP / FSDP updates over torch.distributed ranks on shards of
+  the rollout); `actor_group`: its ranks 1.. as Ray actors beside the runner (rank 0).
 - `cluster`, `runner`: Ray connection, node reservation, and the runner that trains.
 
 Modules import Ray and torch only when used; nothing is imported here.
