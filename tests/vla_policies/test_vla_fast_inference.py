@@ -133,3 +133,12 @@ def test_graph_bookkeeping_with_a_fake_cuda_graph(tiny_model, processor, monkeyp
     assert torch.equal(got[2].action_logits, kept)  # outputs are copies, not the graph's buffers
     tiny_model.to(torch.float32)  # moving or casting the model drops the graphs
     assert tiny_model._fast_inference.num_graphs == 0
+
+
+def test_copies_of_the_model_start_eager(tiny_model):
+    import copy
+
+    tiny_model.enable_fast_inference(compile=False)
+    clone = copy.deepcopy(tiny_model)
+    assert clone._fast_inference is None and tiny_model._fast_inference is not None
+    assert torch.equal(clone.projector.fc1.weight, tiny_model.projector.fc1.weight)

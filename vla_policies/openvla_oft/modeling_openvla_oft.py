@@ -616,6 +616,12 @@ class OpenVLAOFTForActionPrediction(nn.Module):
         self._drop_cuda_graphs()
         return super()._apply(fn, *args, **kwargs)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # copies and pickles (deepcopy for FSDP, Ray) start eager: graphs belong to this instance
+        state = self.__dict__.copy()
+        state["_fast_inference"] = None
+        return state
+
     # ------------------------------------------------------------------ actions
     def action_distribution(self, action_logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0,
                             normalizer: ActionNormalizer | None = None) -> ActionTokenDistribution:
