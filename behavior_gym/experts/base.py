@@ -30,10 +30,17 @@ ARM = {"left": ACTION_PART["left_arm"].slice, "right": ACTION_PART["right_arm"].
 GRIP = {"left": ACTION_PART["left_gripper"].start, "right": ACTION_PART["right_gripper"].start}
 FINGERTIP = 0.03  # fingertips reach this far below the eef site
 SQUEEZE = 0.012  # a closing finger aims this far inside the object's side (~10 N of grip)
+STALLED = 0.03  # rad/s: joints slower than this have stopped following their targets
 PALM_CLEAR = 0.035  # the palm starts this far above the eef site: grasp tall things near the top
 # A compact arm pose for driving and turning: elbow folded, hand at ~1.25 m in front of the chest,
 # clear of tables and counters (the reset pose leaves the hands at table height).
 CARRY = {"left": (-0.2, 0.3, 0.0, -2.0, 0.0, 0.3, 0.0), "right": (-0.2, -0.3, 0.0, -2.0, 0.0, 0.3, 0.0)}
+# The idle arm while the other one reaches low: swung back and up, so that it stays clear of beds
+# and tables when the torso leans far forward (a carried hand would be pushed into them and stall
+# the torso).
+STOW = {"left": (1.3, 0.25, -0.8, -2.0, -0.15, 0.7, 0.0), "right": (1.3, -0.25, 0.8, -2.0, -0.1, 0.6, -0.1)}
+LOW_REACH = 0.45  # targets below this height lean the torso far enough to stow the idle arm
+OTHER = {"left": "right", "right": "left"}
 
 
 class ExpertFailure(RuntimeError):
@@ -49,6 +56,7 @@ class ScriptedExpert:
 
     max_joint_speed = 1.4  # rad/s for interpolated arm motions
     gentle = False  # close the fingers with a bounded squeeze (see `gripper`)
+    stop_when_stalled = False  # stop waiting for joints that no longer move (see `move_joints`)
 
     def __init__(self, env):
         self.env = env.unwrapped
@@ -205,8 +213,13 @@ class ScriptedExpert:
             yield self._hold()
         # Let the position controllers catch up with the target.
         adr = np.concatenate([self.idx.torso_qpos, self.idx.arm_qpos[arm]]) if arm else self.idx.torso_qpos
-        for _ in range(settle_max):
+        dadr = np.concatenate([self.idx.torso_dof, self.idx.arm_dof[arm]]) if arm else self.idx.torso_dof
+        for k in range(settle_max):
             if np.max(np.abs(self.data.qpos[adr] - q)) < settle_tol:
+                break
+            # Stalled (a torso leaning on its limit, a hand resting on a table): waiting longer
+            # does not bring the joints closer.
+            if self.stop_when_stalled and k >= 4 and np.max(np.abs(self.data.qvel[dadr])) < STALLED:
                 break
             yield self._hold()
 
@@ -222,6 +235,26 @@ class ScriptedExpert:
             self.cmd[3:] = start[3:] + (target[3:] - start[3:]) * (k / n)
             yield self._hold()
         yield from self.wait(3)
+
+    def stow(self, arm: str, speed: float = 2.5) -> Iterator[np.ndarray]:
+        """Swing `arm` back out of the way (see `STOW`); `carry_pose` brings it back."""
+        start = self.cmd[ARM[arm]].copy()
+        target = np.array(STOW[arm])
+        if np.max(np.abs(target - start)) < 1e-3:
+            return
+        n = max(1, int(math.ceil(np.max(np.abs(target - start)) / (speed * DT))))
+        for k in range(1, n + 1):
+            self.cmd[ARM[arm]] = start + (target - start) * (k / n)
+            yield self._hold()
+
+    def _near_furniture(self, p, reach: float = 0.5) -> bool:
+        """Whether furniture stands within `reach` of `p` (where a leaning robot's idle hand goes)."""
+        half = np.array([reach, reach])
+        return any(_rects_overlap(np.asarray(p[:2], float), 0.0, half, c, fyaw, hf)
+                   for c, fyaw, hf in self._fixture_rects())
+
+    def _stowed(self, arm: str) -> bool:
+        return bool(np.max(np.abs(self.cmd[ARM[arm]] - np.array(STOW[arm]))) < 1e-3)
 
     def reach(self, arm: str, pos, yaw: float, speed: float | None = None, pitches=(0.0, 0.25, 0.5, 0.8),
               tol: float = 0.006, linear: bool = False) -> Iterator[np.ndarray]:
@@ -334,6 +367,8 @@ class ScriptedExpert:
         z = max(c[2], lo[2] + FINGERTIP + 0.008) if height > 0.03 else lo[2] + FINGERTIP - 0.012 + height
         z = max(min(z, hi[2] - 0.01), hi[2] - PALM_CLEAR) if height > 0.045 else z
         yaw = self.grasp_yaw(name)
+        if z < LOW_REACH and self._near_furniture(c):
+            yield from self.stow(OTHER[arm])
         yield from self.gripper(arm, True, steps=2)
         yield from self.reach(arm, (c[0], c[1], max(hi[2] + 0.1, z + 0.1)), yaw)
         yield from self.reach(arm, (c[0], c[1], z), yaw, speed=0.8, linear=True)
@@ -344,6 +379,8 @@ class ScriptedExpert:
         if not self.holds("grasped", *self._agent_and(name)) and self.aabb(name)[0][2] < z0 + 0.6 * lift:
             raise ExpertFailure(f"lost {name} after grasping")
         self.holding = (arm, name, yaw)
+        if self._stowed(OTHER[arm]):
+            yield from self.carry_pose((OTHER[arm],))
 
     def _agent_and(self, name):
         agent = next((n for n, o in self.task.scene.objects.items() if o.role == "agent"), None)
@@ -368,6 +405,8 @@ class ScriptedExpert:
         if rim_z is not None:
             pre = max(pre, rim_z + below + 0.04)
             z = max(z, rim_z + FINGERTIP + 0.015)
+        if z < LOW_REACH and self._near_furniture(xy):
+            yield from self.stow(OTHER[arm])
         if self.gentle:
             # Along straight lines with the hand's orientation kept: swinging the hand round in joint
             # space squeezes round things out of the fingers.
@@ -387,8 +426,8 @@ class ScriptedExpert:
         yield from self.gripper(arm, True, steps=10)
         yield from self.reach(arm, (xy[0], xy[1], max(z + 0.1, pre)), yaw, speed=1.0, linear=True)
         self.holding = None
-        if tuck:
-            yield from self.carry_pose((arm,))
+        if tuck or self._stowed(OTHER[arm]):
+            yield from self.carry_pose((arm,) + ((OTHER[arm],) if self._stowed(OTHER[arm]) else ()))
 
     def press(self, pos, arm: str | None = None, depth: float = 0.012) -> Iterator[np.ndarray]:
         """Press a button at `pos` (its top centre) with closed fingertips, then lift."""

@@ -1,8 +1,8 @@
 """A goal-driven expert for BEHAVIOR activities: it reads the BDDL goal and rearranges the scene.
 
-`GoalExpert` takes bddl's ground goal options (the goal with quantifiers expanded into literals,
-`bddl.activity.get_ground_goal_state_options`), picks the option with the fewest unsatisfied
-literals, orders them so that supports are placed before what goes on them, and achieves each
+`GoalExpert` grounds each goal condition (quantifiers and disjunctions expanded into lists of
+literals by bddl), picks per condition the option with the fewest unsatisfied literals it can
+achieve, orders them so that supports are placed before what goes on them, and achieves each
 with the primitives of `ScriptedExpert`:
 
 - `(inside A B)`, B an open container: pick A, release it over a free spot of B's cavity;
@@ -25,6 +25,7 @@ import numpy as np
 from behavior_gym.experts.base import ExpertFailure, ScriptedExpert
 
 HOME = (0.0, 0.0)
+DOABLE = ("inside", "ontop", "nextto", "toggled_on")
 
 
 class GoalExpert(ScriptedExpert):
@@ -32,6 +33,7 @@ class GoalExpert(ScriptedExpert):
 
     max_passes = 4
     gentle = True
+    stop_when_stalled = True
     last_error: str | None = None
 
     def script(self):
@@ -66,34 +68,37 @@ class GoalExpert(ScriptedExpert):
         yield from self.carry_pose()
 
     # -- planning ---------------------------------------------------------------------------------
-    def _literals(self, option) -> list[list]:
-        out = []
-        for head in option:
-            body = head.body
-            out.append(body)
-        return out
-
     def _holds(self, lit) -> bool:
         if lit[0] == "not":
             return not self._holds(lit[1])
         return self.holds(lit[0], *lit[1:])
 
     def _plan(self) -> list[list]:
-        goal = self.task.goal
+        """The unsatisfied literals of the cheapest way to satisfy the goal that this expert can do.
+
+        Each top-level goal condition is grounded on its own (bddl's `flattened_condition_options`)
+        and the option with the fewest unsatisfied doable literals is taken. bddl's product of the
+        conditions' options is truncated, so choosing over it can miss doable alternatives (an `or`
+        of `under` and `nextto` inside a `forn` only shows its `under` branch there)."""
         self.task.state.update(self.data)
-        best = None
-        for option in goal.ground_options:
-            lits = self._literals(option)
-            todo = [lit for lit in lits if lit[0] != "not" and not self._holds(lit)]
-            if any(lit[0] not in ("inside", "ontop", "nextto", "toggled_on") for lit in todo):
-                continue
-            if best is None or len(todo) < len(best):
-                best = todo
-        if best is None:
-            raise ExpertFailure("no ground goal option uses only inside/ontop/nextto/toggled_on")
-        # Supports first: a literal whose object is the target of another one goes earlier.
+        best: list[list] = []
+        for cond in self.task.goal.goal:
+            choice = None
+            for option in cond.flattened_condition_options:
+                todo = [lit for lit in option if lit[0] != "not" and not self._holds(lit)]
+                if any(lit[0] not in DOABLE for lit in todo):
+                    continue
+                if choice is None or len(todo) < len(choice):
+                    choice = todo
+            if choice is None:
+                raise ExpertFailure(f"no ground option of the goal condition uses only {'/'.join(DOABLE)}")
+            best += [lit for lit in choice if lit not in best]
+        # Supports first: a literal whose object is the target of another one goes earlier. Of one
+        # object's literals, `nextto` first: it fixes where the object goes, and a spot next to
+        # furniture is on the floor, so a floor `ontop` of the same object then holds already.
         movers = {lit[1] for lit in best if lit[0] != "toggled_on"}
-        return sorted(best, key=lambda lit: (lit[0] == "toggled_on", len(lit) > 2 and lit[2] in movers))
+        return sorted(best, key=lambda lit: (lit[0] == "toggled_on", len(lit) > 2 and lit[2] in movers,
+                                             lit[0] != "nextto"))
 
     # -- achieving ---------------------------------------------------------------------------------
     def _achieve(self, lit):
@@ -262,7 +267,10 @@ class GoalExpert(ScriptedExpert):
                     cands.append(np.array([p[0], p[1], 0.0]))
             if not cands:
                 raise ExpertFailure(f"no free floor in {room.name}")
-            return min(cands, key=lambda p: np.linalg.norm(p[:2] - robot))
+            # Away from furniture where there is room: an object left by a sink is also next to
+            # it, and goals count such relations (bddl's `forn` wants exactly n, not n or more).
+            apart = [p for p in cands if self._floor_free(p[:2], foot + 0.2)]
+            return min(apart or cands, key=lambda p: np.linalg.norm(p[:2] - robot))
         if kind == "ontop":
             surfaces = ob.surfaces
             if not surfaces:

@@ -37,7 +37,7 @@ def test_expert_solves_its_task(task):
     assert wins >= 2, f"{task}: {wins}/3 ({expert.failed})"
 
 
-@pytest.mark.parametrize("task", ["picking_up_trash"])
+@pytest.mark.parametrize("task", ["picking_up_trash", "setting_mousetraps"])
 def test_goal_expert_solves_challenge_task(task):
     """BEHAVIOR challenge tasks solved by the goal-driven expert (>= 70% over 50 seeds in
     benchmarks/expert_success.py); seeds 3..6 here, disjoint from the generic test's 0..2."""
@@ -46,6 +46,20 @@ def test_goal_expert_solves_challenge_task(task):
     assert task in BEHAVIOR_EXPERT_TASKS and EXPERTS[task] is GoalExpert
     wins = sum(bool(_episode(task, seed)[0]["success_once"]) for seed in range(3, 7))
     assert wins >= 3, f"{task}: {wins}/4"
+
+
+def test_goal_expert_plans_doable_alternatives():
+    """setting_mousetraps wants 2 mousetraps (under or next to) the sink: bddl's truncated product
+    of ground options shows only `under`; the expert's per-condition plan finds `nextto`."""
+    from behavior_gym.experts import GoalExpert
+
+    env = gym.make("Behavior-R1Pro-v0", task="setting_mousetraps", obs_every=10**9, image_size=32)
+    env.reset(seed=0)
+    plan = GoalExpert(env)._plan()
+    env.close()
+    near_sink = [lit for lit in plan if lit[0] == "nextto" and lit[2].startswith("sink")]
+    assert len(near_sink) == 2 and plan[:2] == near_sink  # placed by the sink first: on the floor too
+    assert {lit[0] for lit in plan} <= {"nextto", "ontop"}
 
 
 def test_skill_experts_are_short():
