@@ -119,3 +119,14 @@ def worker_options(placement_group: Any, node: int, env_vars: dict[str, str], **
         opts["runtime_env"] = {"env_vars": env_vars}
     opts.update(extra)
     return opts
+
+
+def kill_actors(actors) -> None:
+    """Kill Ray actors for good (no restart), ignoring those already gone."""
+    import ray
+
+    for a in actors:
+        try:
+            ray.kill(a, no_restart=True)
+        except Exception:
+            pass

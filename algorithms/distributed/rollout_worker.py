@@ -19,6 +19,8 @@ import numpy as np
 import ray
 import torch as th
 
+from algorithms.distributed.cluster import kill_actors
+
 
 class RolloutWorker:
     """One copy of the policy for inference.
@@ -108,9 +110,5 @@ class RolloutGroup:
         return th.from_numpy(actions), th.from_numpy(values), th.from_numpy(log_prob)
 
     def close(self) -> None:
-        for w in self.workers:
-            try:
-                ray.kill(w, no_restart=True)
-            except Exception:
-                pass
+        kill_actors(self.workers)
         self.workers = []

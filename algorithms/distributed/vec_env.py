@@ -32,6 +32,7 @@ from gymnasium import spaces
 from ray.exceptions import RayActorError
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
+from algorithms.distributed.cluster import kill_actors
 from algorithms.distributed.env_worker import EnvSpec, EnvWorker
 
 log = logging.getLogger(__name__)
@@ -329,11 +330,7 @@ class RayVecEnv(VecEnv):
             ray.get([w.close.remote() for w in self.workers], timeout=60)
         except Exception as e:  # a dead worker has nothing left to close
             log.debug("closing env workers: %s", e)
-        for w in self.workers:
-            try:
-                ray.kill(w, no_restart=True)
-            except Exception:
-                pass
+        kill_actors(self.workers)
         self.workers = []
 
 

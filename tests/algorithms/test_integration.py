@@ -6,7 +6,6 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
-from stable_baselines3.common.logger import KVWriter, Logger
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -14,30 +13,13 @@ from algorithms import GRPO, PPO, GroupResetVecEnv
 from algorithms import metrics as M
 from algorithms.callbacks import tile_observation
 from behavior_gym.wrappers import ActionChunkWrapper, SB3ObservationWrapper
+from tests.algorithms.recording import recorded
 
 
 @pytest.fixture(autouse=True)
 def _in_tmp_dir(tmp_path, monkeypatch):
     # MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory: keep them out of the checkout
     monkeypatch.chdir(tmp_path)
-
-
-class Recorder(KVWriter):
-    def __init__(self):
-        self.values: dict[str, list] = {}
-
-    def write(self, key_values, key_excluded, step=0):
-        for k, v in key_values.items():
-            self.values.setdefault(k, []).append(v)
-
-    def close(self):
-        pass
-
-
-def recorded(model) -> Recorder:
-    rec = Recorder()
-    model.set_logger(Logger(folder=None, output_formats=[rec]))
-    return rec
 
 
 @pytest.mark.parametrize("algo", [PPO, GRPO])

@@ -6,31 +6,11 @@ import copy
 import numpy as np
 import pytest
 import torch as th
-from stable_baselines3.common.logger import KVWriter, Logger
 
 from algorithms import GRPO, PPO
 from algorithms import metrics as M
 from algorithms.group_reset import GroupResult
-
-
-class Recorder(KVWriter):
-    """Keeps every dump (key -> list of values) for assertions."""
-
-    def __init__(self):
-        self.values: dict[str, list] = {}
-
-    def write(self, key_values, key_excluded, step=0):
-        for k, v in key_values.items():
-            self.values.setdefault(k, []).append(v)
-
-    def close(self):
-        pass
-
-
-def recorded(model) -> Recorder:
-    rec = Recorder()
-    model.set_logger(Logger(folder=None, output_formats=[rec]))
-    return rec
+from tests.algorithms.recording import recorded
 
 
 def ppo(toys, n_envs=4, **kw):
