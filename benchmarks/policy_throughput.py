@@ -4,9 +4,11 @@ One chunk = one parallel-decoding forward pass over 3 images x 256 patches + the
 placeholders, then greedy action tokens and de-normalised actions (everything on the device,
 synchronised). For each preset and batch size, and for each variant:
 
-  eager     the plain forward pass;
-  graphs    the forward pass captured as one CUDA graph per input shape (CUDA only);
-  compiled  `torch.compile`d ViT blocks and Llama layers, plus the CUDA graphs on CUDA;
+  eager          the plain forward pass;
+  graphs         the forward pass captured as one CUDA graph per input shape (CUDA only);
+  compiled       `torch.compile`d ViT blocks and Llama layers, plus the CUDA graphs on CUDA;
+  compiled-base  compiled without fused q/k/v and gate/up projections and without preferring cuDNN
+                 attention (the earlier fast path, for comparison in the same run);
 
 it prints the median latency per chunk over `--repeats` timed calls after `--warmup` calls (p90 too),
 actions/s (batch x 8 / latency), peak GPU memory, the time of the first call (compilation and
@@ -19,6 +21,7 @@ working dtype on the device (bfloat16 on CUDA: the 7.5B model never exists in fl
     python benchmarks/policy_throughput.py --quick      # fewer repeats, no extra checks
     python benchmarks/policy_throughput.py --presets 7.5b --batch-sizes 1 32 --variants eager compiled
     python benchmarks/policy_throughput.py --params-only --presets tiny small 7.5b   # parameter counts
+    python benchmarks/policy_throughput.py --targets-only   # 7.5b, batch 1 and 32: eager, compiled-base, compiled
 
 Targets (issue 4, 7.5b on one H100, bf16): <= 30 ms per chunk at batch 1, >= 350 actions/s at batch 32.
 """
@@ -70,7 +73,7 @@ class Row:
     note: str = ""
 
 
-HEADER = (f"{'preset':>6} {'variant':>9} {'batch':>5} {'ms/chunk':>9} {'p90':>8} {'actions/s':>10} {'peak GB':>8} "
+HEADER = (f"{'preset':>6} {'variant':>13} {'batch':>5} {'ms/chunk':>9} {'p90':>8} {'actions/s':>10} {'peak GB':>8} "
           f"{'1st call s':>10} {'max|dlogit|':>11} {'rel':>7} {'greedy=':>7}  note")
 
 
@@ -78,7 +81,7 @@ def format_row(r: Row) -> str:
     def f(x, spec):
         return format(x, spec) if not math.isnan(x) else "-".rjust(int(spec.split(".")[0].lstrip(">") or 1))
 
-    return (f"{r.preset:>6} {r.variant:>9} {r.batch:>5} {f(r.median_ms, '>9.1f')} {f(r.p90_ms, '>8.1f')} "
+    return (f"{r.preset:>6} {r.variant:>13} {r.batch:>5} {f(r.median_ms, '>9.1f')} {f(r.p90_ms, '>8.1f')} "
             f"{f(r.actions_per_s, '>10.1f')} {f(r.peak_gb, '>8.2f')} {f(r.first_call_s, '>10.1f')} "
             f"{f(r.max_logit_diff, '>11.4f')} {f(r.rel_logit_diff, '>7.4f')} {f(r.greedy_equal, '>7.3f')}  {r.note}")
 
@@ -124,6 +127,8 @@ def configure(model, variant: str, compile_mode: str | None) -> None:
         model.enable_fast_inference(compile=False, cuda_graphs=True)
     elif variant == "compiled":
         model.enable_fast_inference(compile=True, mode=compile_mode)
+    elif variant == "compiled-base":
+        model.enable_fast_inference(compile=True, mode=compile_mode, fuse_projections=False, cudnn_attention=False)
 
 
 def compare(row: Row, logits: torch.Tensor, reference: torch.Tensor) -> None:
@@ -234,7 +239,7 @@ def bench_preset(name: str, args, device, dtype, rows: list[Row], notes: list[st
         try:
             configure(model, variant, args.compile_mode)
         except Exception as e:  # e.g. no CUDA for graphs
-            print(f"{name:>6} {variant:>9}  skipped: {e}", flush=True)
+            print(f"{name:>6} {variant:>13}  skipped: {e}", flush=True)
             continue
         for b in args.batch_sizes:
             row = Row(name, variant, b)
@@ -255,7 +260,7 @@ def bench_preset(name: str, args, device, dtype, rows: list[Row], notes: list[st
             print(format_row(row), flush=True)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-        if variant != "eager" and not args.quick:
+        if variant not in ("eager", "compiled-base") and not args.quick:
             row = Row(name, variant, len(OTHER_INSTRUCTIONS), note="padded prompts: correctness only")
             try:
                 model.disable_fast_inference()
@@ -315,7 +320,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=None, help="default: 7.5b small on CUDA, tiny on CPU")
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32])
-    parser.add_argument("--variants", nargs="+", default=None, choices=["eager", "graphs", "compiled"],
+    parser.add_argument("--variants", nargs="+", default=None, choices=["eager", "graphs", "compiled", "compiled-base"],
                         help="default: eager graphs compiled on CUDA, eager compiled on CPU")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")
     parser.add_argument("--dtype", default="auto", help="auto (bfloat16 on CUDA, float32 on CPU), bfloat16, float32")
@@ -329,7 +334,15 @@ def main() -> None:
     parser.add_argument("--lora-batch", type=int, default=4)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--params-only", action="store_true", help="print parameter counts (meta build) and exit")
+    parser.add_argument("--targets-only", action="store_true",
+                        help="only what the targets need: 7.5b at batch 1 and 32, variants eager compiled-base "
+                             "compiled, no LoRA step (explicit --presets/--batch-sizes/--variants still win)")
     args = parser.parse_args()
+    if args.targets_only:
+        args.presets = args.presets or ["7.5b"]
+        args.batch_sizes = args.batch_sizes if "--batch-sizes" in sys.argv else [1, 32]
+        args.variants = args.variants or ["eager", "compiled-base", "compiled"]
+        args.lora_step = False if args.lora_step is None else args.lora_step
 
     if args.threads:
         torch.set_num_threads(args.threads)
