@@ -441,7 +441,9 @@ class DataParallelMixin:
             for name, p in module.policy.named_parameters():
                 if trainable_only and not p.requires_grad:
                     continue
-                acting[name].data.copy_(_full(p).to(acting[name].device))
+                # copy_ on the parameter, not on .data: it bumps the version counter, which is how fast
+                # inference sees that its fused projection weights are stale
+                acting[name].copy_(_full(p).to(acting[name].device))
 
     def gradients(self) -> dict[str, th.Tensor]:
         """The full gradient of every trainable parameter after a backward pass, by name (collective
