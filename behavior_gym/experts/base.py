@@ -14,7 +14,7 @@ base motions are closed-loop on the base pose.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import mujoco
 import numpy as np
@@ -57,6 +57,10 @@ class ScriptedExpert:
     max_joint_speed = 1.4  # rad/s for interpolated arm motions
     gentle = False  # close the fingers with a bounded squeeze (see `gripper`)
     stop_when_stalled = False  # stop waiting for joints that no longer move (see `move_joints`)
+    free_joint_speed: float | None = None  # rad/s for arm motions with empty hands (None: max_joint_speed)
+    drive_speed = 0.6  # m/s of the base with empty hands
+    turn_speed = 0.9  # rad/s of the base with empty hands
+    drive_gain = 2.5  # 1/s: base velocity per metre of remaining distance
 
     def __init__(self, env):
         self.env = env.unwrapped
@@ -294,6 +298,8 @@ class ScriptedExpert:
         if best[1] > 0.015:
             raise ExpertFailure(f"{arm} arm cannot reach {np.round(pos, 3)} (error {best[1]:.3f} m)")
         self._pitch[arm], self._lock[arm] = best[2], best[3]
+        if speed is None and self.holding is None:
+            speed = self.free_joint_speed
         yield from self.move_joints(arm, best[0], speed)
 
     def drive_to(self, x: float, y: float, yaw: float, tol: float = 0.015, yaw_tol: float = 0.03,
@@ -307,12 +313,11 @@ class ScriptedExpert:
                 break
             c, s = math.cos(byaw), math.sin(byaw)
             vx, vy = c * ex + s * ey, -s * ex + c * ey
-            gain = 2.5
-            v = np.array([vx, vy]) * gain
+            v = np.array([vx, vy]) * self.drive_gain
             n = np.linalg.norm(v)
-            if n > 0.6:
-                v *= 0.6 / n
-            new = np.array([v[0], v[1], float(np.clip(3.0 * eyaw, -0.9, 0.9))])
+            if n > self.drive_speed:
+                v *= self.drive_speed / n
+            new = np.array([v[0], v[1], float(np.clip(3.0 * eyaw, -self.turn_speed, self.turn_speed))])
             if self.gentle and self.holding is not None:
                 # Slower, with smooth accelerations: a jerk of the base shakes a held object out of
                 # the fingers.
@@ -371,6 +376,8 @@ class ScriptedExpert:
             yield from self.stow(OTHER[arm])
         yield from self.gripper(arm, True, steps=2)
         yield from self.reach(arm, (c[0], c[1], max(hi[2] + 0.1, z + 0.1)), yaw)
+        if self.gentle:
+            c = yield from self.hover_over(arm, name, z, yaw)
         yield from self.reach(arm, (c[0], c[1], z), yaw, speed=0.8, linear=True)
         yield from self.gripper(arm, False, steps=12, width=2 * self.footprint(name)[2] if self.gentle else None)
         z0 = lo[2]
@@ -382,19 +389,50 @@ class ScriptedExpert:
         if self._stowed(OTHER[arm]):
             yield from self.carry_pose((OTHER[arm],))
 
+    def settle(self, arm: str, vel_tol: float = 0.01, max_steps: int = 20) -> Iterator[np.ndarray]:
+        """Wait until the torso and `arm` have stopped moving (the hand is where the servos leave it)."""
+        dadr = np.concatenate([self.idx.torso_dof, self.idx.arm_dof[arm]])
+        for _ in range(max_steps):
+            if np.max(np.abs(self.data.qvel[dadr])) < vel_tol:
+                break
+            yield self._hold()
+
+    def hover_over(self, arm: str, name: str, z: float, yaw: float, tol: float = 0.003
+                   ) -> Generator[np.ndarray, None, np.ndarray]:
+        """Bring the open fingertips just above `name`, centred on it to within `tol` by measuring the
+        hand (IK residuals and servo sag leave it a centimetre off; a box nearly as wide as the open
+        gripper then lands under a finger). Returns the xy to descend to (with the correction)."""
+        site_id = self.model.site(f"{arm}_eef").id
+        hover = z + 0.05  # fingertips about a centimetre above the object's top
+        c = self.center(name)
+        target = c[:2].copy()
+        yield from self.reach(arm, (target[0], target[1], hover), yaw, speed=0.8, linear=True)
+        for _ in range(3):
+            yield from self.settle(arm)
+            c = self.center(name)
+            err = c[:2] - self.data.site_xpos[site_id][:2]
+            if np.linalg.norm(err) < tol:
+                break
+            target += 0.6 * err  # the hand overshoots a full correction
+            yield from self.reach(arm, (target[0], target[1], hover), yaw, speed=0.5, linear=True)
+        return target
+
     def _agent_and(self, name):
         agent = next((n for n, o in self.task.scene.objects.items() if o.role == "agent"), None)
         return (agent or name, name)
 
     def place_at(self, xy, bottom_z: float, yaw: float | None = None, drop: float = 0.01, tuck: bool = False,
-                 rim_z: float | None = None) -> Iterator[np.ndarray]:
+                 rim_z: float | None = None, long_yaw: float | None = None) -> Iterator[np.ndarray]:
         """Put the held object down with its bottom at `bottom_z` (+ `drop`) over `xy`. `rim_z`: the
         top of the walls around `xy` (a bin, a box): the object comes in above it, and the fingers are
-        opened just above it (the object drops the rest of the way)."""
+        opened just above it (the object drops the rest of the way). `long_yaw`: the world yaw (either
+        way) for the long side of an object held across its narrow side (packing a box)."""
         arm, name, gyaw = self.holding
         byaw0 = self.base_pose()[2]
         yield from self.approach((xy[0], xy[1], bottom_z), arm)
         yaw = gyaw + (self.base_pose()[2] - byaw0) if yaw is None else yaw
+        if long_yaw is not None:  # the smaller turn of the wrist that lines the object up
+            yaw += (long_yaw - yaw + math.pi / 2) % math.pi - math.pi / 2
         lo, hi = self.aabb(name)
         if self.gentle and np.linalg.norm((lo + hi) / 2 - self.data.site_xpos[self.model.site(f"{arm}_eef").id]) > 0.2:
             raise ExpertFailure(f"lost {name} while carrying it")
