@@ -6,7 +6,8 @@ import math
 
 import numpy as np
 
-from behavior_gym.experts.base import ExpertFailure, ScriptedExpert
+from behavior_gym.experts.base import ARM, TORSO, ExpertFailure, ScriptedExpert
+from behavior_gym.experts.ik import grasp_rotation
 
 
 def _first(task, synset_prefix: str) -> str:
@@ -17,7 +18,43 @@ def _free(task) -> list[str]:
     return [o.name for o in task.scene.objects.values() if o.role == "free"]
 
 
-class PickAndPlaceExpert(ScriptedExpert):
+class _StayingExpert(ScriptedExpert):
+    """Keeps the base where it stands when the arm reaches from there (skill objects start within
+    reach), and drives only when it does not.
+
+    Demonstrations are for a policy to imitate from images: a base that creeps the last centimetres
+    to a comfortable standoff ends at a moment the cameras barely show, and a cloned policy waits
+    there for ever with its arms raised. Arm and finger motions alone are plain to see."""
+
+    def approach(self, p, arm: str, **kwargs):
+        if not self._reachable(arm, p):
+            yield from super().approach(p, arm, **kwargs)
+
+    def grasp_yaw(self, name: str) -> float:
+        # A square footprint can be taken across either pair of sides: the turn nearest the heading
+        # keeps the hand within the yaws `_reachable` checks.
+        g, long_half, short_half = self.footprint(name)
+        if long_half > 1.1 * short_half:
+            return super().grasp_yaw(name)
+        byaw = self.base_pose()[2]
+        return byaw + (g - byaw + math.pi / 4) % (math.pi / 2) - math.pi / 4
+
+    def _reachable(self, arm: str, p, above=(0.0, 0.1, 0.2), tol: float = 0.008) -> bool:
+        """Whether `arm` reaches `p` and the points `above` it from here, fingers down, with the hand
+        turned any way within +-45 deg of the robot's heading (a held object hangs below the hand,
+        which comes down from above; the grasp decides the hand's yaw later)."""
+        q0 = np.concatenate([self.cmd[TORSO], self.cmd[ARM[arm]]])
+        byaw = self.base_pose()[2]
+        for z in above:
+            target = np.asarray(p, float) + (0.0, 0.0, z)
+            for yaw in byaw + np.array([-0.25, 0.0, 0.25]) * math.pi:
+                if min(self.ik[arm].solve(self.data, target, grasp_rotation(yaw, pitch, byaw), q0=q0, restarts=1)[1]
+                       for pitch in (0.0, 0.25, 0.5)) > tol:
+                    return False
+        return True
+
+
+class PickAndPlaceExpert(_StayingExpert):
     """Pick the object and put it in the bowl / on the plate."""
 
     def script(self):
@@ -32,7 +69,7 @@ class PickAndPlaceExpert(ScriptedExpert):
         yield from self.wait(10)
 
 
-class StackingExpert(ScriptedExpert):
+class StackingExpert(_StayingExpert):
     """Pick cube 1 and put it on cube 2."""
 
     def script(self):
@@ -43,11 +80,15 @@ class StackingExpert(ScriptedExpert):
         # Align the held cube's faces with the lower cube's.
         _, _, gyaw = self.holding
         rel = (yaw - gyaw + math.pi / 4) % (math.pi / 2) - math.pi / 4
+        # Of the cube's four matching turns, the one that leaves the hand nearest the robot's heading.
+        byaw = self.base_pose()[2]
+        rel = min((rel + k * math.pi / 2 for k in range(-2, 3)),
+                  key=lambda r: abs((gyaw + r - byaw + math.pi) % (2 * math.pi) - math.pi))
         yield from self.place_at(((blo + bhi) / 2)[:2], bhi[2], yaw=gyaw + rel, drop=0.004)
         yield from self.wait(10)
 
 
-class RearrangementExpert(ScriptedExpert):
+class RearrangementExpert(_StayingExpert):
     """Pick the first object and set it down right next to the second."""
 
     def script(self):
