@@ -386,7 +386,8 @@ class OpenVLAOFTPolicy(BasePolicy):
         self.model.save_lora_adapter(path, base_model_path=base_model_path or self._init_kwargs["model_path"])
 
     def enable_fast_inference(self, **kwargs: Any) -> None:
-        """Compiled regions and CUDA graphs for rollouts (see `OpenVLAOFTForActionPrediction.enable_fast_inference`)."""
+        """Compiled regions and CUDA graphs for rollouts, FP8 GEMMs with `fp8=True` (see
+        `OpenVLAOFTForActionPrediction.enable_fast_inference`; FP8 makes the model inference-only)."""
         self.model.enable_fast_inference(**kwargs)
 
     def disable_fast_inference(self) -> None:

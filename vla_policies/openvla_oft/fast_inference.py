@@ -18,6 +18,10 @@ about a quarter of the time. So:
   weights (`FusedProjections`: fewer, wider GEMMs, the activations read once), and attention without
   a mask prefers cuDNN's fused attention over FlashAttention-2 (faster on Hopper; shapes cuDNN
   cannot run fall through to flash, and a cuDNN failure switches the instance back to flash).
+- Opt-in (`fp8=True`, CUDA compute capability >= 8.9): the Llama layers' projections (and with
+  `fp8_vision=True` the ViT blocks' linears) run as FP8 GEMMs with rowwise scales (`fp8.py`),
+  twice the tensor-core rate of bfloat16 on Hopper, at the cost of FP8 rounding of weights and
+  activations (the LM head and value head stay in float32 / bfloat16).
 
 Only calls without gradients in eval mode take this path; training runs the eager model.
 """
@@ -34,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fp8 import FP8Layers, check_fp8_device
 from .modeling_openvla_oft import FusedLinear, OpenVLAOFTOutput, run_llama_layer, run_vit_block
 
 logger = logging.getLogger(__name__)
@@ -219,8 +224,14 @@ class FastInference:
 
     def __init__(self, model: torch.nn.Module, compile: bool = True, cuda_graphs: bool | None = None,
                  mode: str | None = None, max_graphs: int = 8, fullgraph: bool = False, backend: str = "inductor",
-                 warmup: int = 2, fuse_projections: bool = True, cudnn_attention: bool | None = None):
+                 warmup: int = 2, fuse_projections: bool = True, cudnn_attention: bool | None = None,
+                 fp8: bool = False, fp8_vision: bool = False):
         on_cuda = model.device.type == "cuda"
+        if fp8_vision and not fp8:
+            raise ValueError("fp8_vision=True quantizes the ViT blocks in addition to the Llama layers: "
+                             "it needs fp8=True")
+        if fp8:
+            check_fp8_device(model.device, model.dtype)
         if cuda_graphs is None:
             cuda_graphs = on_cuda
         if cuda_graphs and not on_cuda:
@@ -244,7 +255,10 @@ class FastInference:
         self._set_regions()
         self._graphs: OrderedDict[tuple, _Graph] = OrderedDict()
         self._pool: Any = None
-        self._fused: FusedProjections | None = FusedProjections(model) if fuse_projections else None
+        # FP8 replaces the layers' weights (no bfloat16 copies are kept) until `close()`
+        self._fp8 = FP8Layers(model, vision=fp8_vision, fuse=fuse_projections) if fp8 else None
+        self._fused: FusedProjections | None = (FusedProjections(model) if fuse_projections and not fp8
+                                                else None)
 
     def _set_regions(self) -> None:
         self.block_fn, self.layer_fn = (compiled_regions(*self._compile_args, cudnn_attention=self.cudnn_attention)
@@ -262,10 +276,24 @@ class FastInference:
         self._pool = None
         self._fused = None
 
+    def close(self) -> None:
+        """`clear()`, and FP8 layers back to `nn.Linear` with their dequantized weights (see `FP8Layers`)."""
+        self.clear()
+        if self._fp8 is not None:
+            self._fp8.restore()
+            self._fp8 = None
+
+    @property
+    def fp8(self) -> bool:
+        return self._fp8 is not None
+
     def fused_layers(self, model: Any) -> list[tuple[FusedLinear | None, FusedLinear | None]] | None:
-        """The fused projections, brought up to date with the model's weights (see `FusedProjections`)."""
+        """The fused projections, brought up to date with the model's weights (see `FusedProjections`);
+        with FP8 the fused FP8 weights (updated in place by `load_state_dict`, see `fp8.Float8Linear`)."""
         if not self.fuse_projections:
             return None
+        if self._fp8 is not None:
+            return self._fp8.layers
         if self._fused is not None and not self._fused.sync():
             logger.info("weights were replaced: rebuilding the fused projections and dropping the CUDA graphs")
             self.clear()

@@ -51,11 +51,13 @@ from transformers import LlamaForCausalLM
 
 from .action_tokenizer import ActionNormalizer, ActionTokenDistribution, ActionTokenizer
 from .configuration_openvla_oft import DEFAULT_LORA_TARGET_MODULES, OpenVLAOFTConfig
+from .fp8 import fp8_linear
 
 # ---------------------------------------------------------------------------------------------------------- layers
 
 BlockFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
-FusedLinear = tuple[torch.Tensor, "torch.Tensor | None"]  # (weight [out, in], bias [out] or None)
+# (weight [out, in], bias [out] or None), or with FP8 (fp8 weight, bias, float32 scales [1, out]): see fp8.py
+FusedLinear = tuple[torch.Tensor, ...]
 
 
 def run_vit_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -95,7 +97,8 @@ def run_llama_layer(
         eager_attention: softmax(QK^T)V written out (transformers' "eager") instead of SDPA.
         qkv, gate_up: (weight, bias) of q/k/v and of gate/up concatenated along the output dimension
             (fast inference, see `fast_inference.FusedProjections`): one GEMM instead of three / two,
-            the same products. None: call the layer's own projections.
+            the same products; or (float8 weight, bias, scales) triples (`fp8.FP8Layers`). None: call
+            the layer's own projections.
 
     Same arithmetic as transformers' layer with a 4-D mask, without its mask building and per-call
     bookkeeping, which also makes the layer one clean region for `torch.compile`.
@@ -136,7 +139,7 @@ def run_llama_layer(
     hidden = residual + attn.o_proj(out)
     if gate_up is None:
         return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-    gate, up = F.linear(layer.post_attention_layernorm(hidden), *gate_up).chunk(2, dim=-1)
+    gate, up = _linear(layer.post_attention_layernorm(hidden), gate_up).chunk(2, dim=-1)
     return hidden + layer.mlp.down_proj(layer.mlp.act_fn(gate) * up)
 
 
@@ -144,12 +147,22 @@ def _fused_qkv(qkv: FusedLinear, x: torch.Tensor, xq: torch.Tensor | None, q_wid
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     # q, k, v from the concatenated weight: one GEMM over all rows, or (xq given: the last layer,
     # queries on fewer rows) q on xq and k, v in one GEMM on x. Splits are views, no copies.
-    weight, bias = qkv
     if xq is None:
-        return _split_qkv(F.linear(x, weight, bias), q_width)
-    q_bias, kv_bias = (None, None) if bias is None else (bias[:q_width], bias[q_width:])
-    k, v = F.linear(x, weight[q_width:], kv_bias).chunk(2, dim=-1)
-    return F.linear(xq, weight[:q_width], q_bias), k, v
+        return _split_qkv(_linear(x, qkv), q_width)
+    k, v = _linear(x, _output_rows(qkv, q_width, None)).chunk(2, dim=-1)
+    return _linear(xq, _output_rows(qkv, 0, q_width)), k, v
+
+
+def _linear(x: torch.Tensor, proj: FusedLinear) -> torch.Tensor:
+    if len(proj) == 3:  # FP8: (weight, bias, scale)
+        return fp8_linear(x, proj[0], proj[2], proj[1])
+    return F.linear(x, *proj)
+
+
+def _output_rows(proj: FusedLinear, start: int, end: int | None) -> FusedLinear:
+    # the output channels [start:end] of a fused projection (views); FP8 scales are [1, out]
+    weight, bias, *scale = proj
+    return (weight[start:end], None if bias is None else bias[start:end], *(s[:, start:end] for s in scale))
 
 
 def _split_qkv(out: torch.Tensor, q_width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -610,7 +623,8 @@ class OpenVLAOFTForActionPrediction(nn.Module):
     # ------------------------------------------------------------------ fast inference
     def enable_fast_inference(self, compile: bool = True, cuda_graphs: bool | None = None, mode: str | None = None,
                               max_graphs: int = 8, fullgraph: bool = False, backend: str = "inductor",
-                              fuse_projections: bool = True, cudnn_attention: bool | None = None) -> None:
+                              fuse_projections: bool = True, cudnn_attention: bool | None = None,
+                              fp8: bool = False, fp8_vision: bool = False) -> None:
         """Speed up forward passes without gradients in eval mode (rollouts, evaluation).
 
         Args:
@@ -629,22 +643,40 @@ class OpenVLAOFTForActionPrediction(nn.Module):
                 stay unfused).
             cudnn_attention: prefer cuDNN's attention kernel for attention without a mask (default: on
                 CUDA, after checking it against the math kernel; falls back to flash on any failure).
+            fp8: replace every Llama layer's q/k/v/o and gate/up/down projections by FP8 layers
+                (`fp8.Float8Linear`: float8_e4m3fn weights with one scale per output channel, inputs
+                quantized per token, `torch._scaled_mm`; ~2x the GEMM rate of bfloat16 on Hopper).
+                Needs CUDA with compute capability >= 8.9 and the model in bfloat16 (or a torch whose
+                CPU `_scaled_mm` takes float8, for tests). The action logits (float32 LM head) and the
+                value head are not quantized; layers with dimensions not multiples of 16 and
+                LoRA-wrapped layers stay as they are. The bfloat16 weights of replaced layers are freed:
+                the model is then for inference only (training calls raise; `.to(dtype)` is refused;
+                `load_state_dict` with bfloat16 weights quantizes them in place).
+            fp8_vision: with fp8, also the ViT blocks' linears (attention qkv/proj, MLP fc1/fc2).
 
-        Outputs equal the eager forward within float rounding. Calls with gradients (training) run
-        the eager model. Moving the model, `add_lora`, merging and loading adapters drop the captured
-        graphs and fused weights; call `disable_fast_inference()` to return to eager.
+        Outputs equal the eager forward within float rounding (with fp8: within FP8 rounding). Calls
+        with gradients (training) run the eager model. Moving the model, `add_lora`, merging and loading
+        adapters drop the captured graphs and fused weights; call `disable_fast_inference()` to return
+        to eager. Enabling again first disables the current fast path (see there for FP8).
         """
         from .fast_inference import FastInference
 
-        self._fast_inference = None  # the old instance's fused weights go before the new ones are made
+        self.disable_fast_inference()  # the old instance's fused weights go before the new ones are made
         self._fast_inference = FastInference(self, compile=compile, cuda_graphs=cuda_graphs, mode=mode,
                                              max_graphs=max_graphs, fullgraph=fullgraph, backend=backend,
-                                             fuse_projections=fuse_projections, cudnn_attention=cudnn_attention)
+                                             fuse_projections=fuse_projections, cudnn_attention=cudnn_attention,
+                                             fp8=fp8, fp8_vision=fp8_vision)
 
     def disable_fast_inference(self) -> None:
-        """Back to the eager forward; drops captured CUDA graphs."""
+        """Back to the eager forward; drops captured CUDA graphs.
+
+        After `fp8=True` the FP8 layers become `nn.Linear`s again in the model's dtype, holding the
+        dequantized FP8 weights: the model works in bfloat16 (and can be trained) but its weights carry
+        FP8's rounding; the original values are gone (load them again, e.g. `load_state_dict`, where
+        exact weights matter).
+        """
         if self._fast_inference is not None:
-            self._fast_inference.clear()
+            self._fast_inference.close()
         self._fast_inference = None
 
     def _drop_cuda_graphs(self) -> None:
