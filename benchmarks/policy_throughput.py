@@ -9,19 +9,24 @@ synchronised). For each preset and batch size, and for each variant:
   compiled       `torch.compile`d ViT blocks and Llama layers, plus the CUDA graphs on CUDA;
   compiled-base  compiled without fused q/k/v and gate/up projections and without preferring cuDNN
                  attention (the earlier fast path, for comparison in the same run);
+  compiled-fp8   compiled with the Llama layers' projections as FP8 GEMMs (`fp8=True`: float8_e4m3fn
+                 weights and per-token activations, rowwise scales; CUDA compute capability >= 8.9);
+  compiled-fp8-vit  the same with the ViT blocks' linears in FP8 too (`fp8_vision=True`);
 
 it prints the median latency per chunk over `--repeats` timed calls after `--warmup` calls (p90 too),
 actions/s (batch x 8 / latency), peak GPU memory, the time of the first call (compilation and
 capture), and for the fast variants the largest logit difference from eager on the same inputs and
-the share of equal greedy tokens. Then (CUDA) the peak memory and time of a LoRA training step
-(rank 32, gradient checkpointing, micro-batch 4). Weights are random and built directly in the
-working dtype on the device (bfloat16 on CUDA: the 7.5B model never exists in float32).
+the share of equal greedy tokens (for the FP8 variants: the accuracy cost of FP8). Then (CUDA) the
+peak memory and time of a LoRA training step (rank 32, gradient checkpointing, micro-batch 4).
+Weights are random and built directly in the working dtype on the device (bfloat16 on CUDA: the
+7.5B model never exists in float32).
 
     python benchmarks/policy_throughput.py              # CUDA: 7.5b and small; CPU: tiny
     python benchmarks/policy_throughput.py --quick      # fewer repeats, no extra checks
     python benchmarks/policy_throughput.py --presets 7.5b --batch-sizes 1 32 --variants eager compiled
     python benchmarks/policy_throughput.py --params-only --presets tiny small 7.5b   # parameter counts
-    python benchmarks/policy_throughput.py --targets-only   # 7.5b, batch 1 and 32: eager, compiled-base, compiled
+    python benchmarks/policy_throughput.py --targets-only   # 7.5b, batch 1 and 32: eager, compiled-base, compiled,
+                                                            # compiled-fp8, compiled-fp8-vit
 
 Targets (issue 4, 7.5b on one H100, bf16): <= 30 ms per chunk at batch 1, >= 350 actions/s at batch 32.
 """
@@ -55,6 +60,9 @@ TARGET_MS_BATCH_1 = 30.0
 TARGET_ACTIONS_BATCH_32 = 350.0
 # fast variants must give eager's logits up to bf16 rounding through the network: a relative bound
 RELATIVE_LOGIT_TOLERANCE = 5e-2
+# FP8 variants round weights and activations to 3 mantissa bits: a bound on gross errors only
+FP8_RELATIVE_LOGIT_TOLERANCE = 0.3
+VARIANTS = ["eager", "graphs", "compiled", "compiled-base", "compiled-fp8", "compiled-fp8-vit"]
 
 
 @dataclass
@@ -73,7 +81,7 @@ class Row:
     note: str = ""
 
 
-HEADER = (f"{'preset':>6} {'variant':>13} {'batch':>5} {'ms/chunk':>9} {'p90':>8} {'actions/s':>10} {'peak GB':>8} "
+HEADER = (f"{'preset':>6} {'variant':>16} {'batch':>5} {'ms/chunk':>9} {'p90':>8} {'actions/s':>10} {'peak GB':>8} "
           f"{'1st call s':>10} {'max|dlogit|':>11} {'rel':>7} {'greedy=':>7}  note")
 
 
@@ -81,7 +89,7 @@ def format_row(r: Row) -> str:
     def f(x, spec):
         return format(x, spec) if not math.isnan(x) else "-".rjust(int(spec.split(".")[0].lstrip(">") or 1))
 
-    return (f"{r.preset:>6} {r.variant:>13} {r.batch:>5} {f(r.median_ms, '>9.1f')} {f(r.p90_ms, '>8.1f')} "
+    return (f"{r.preset:>6} {r.variant:>16} {r.batch:>5} {f(r.median_ms, '>9.1f')} {f(r.p90_ms, '>8.1f')} "
             f"{f(r.actions_per_s, '>10.1f')} {f(r.peak_gb, '>8.2f')} {f(r.first_call_s, '>10.1f')} "
             f"{f(r.max_logit_diff, '>11.4f')} {f(r.rel_logit_diff, '>7.4f')} {f(r.greedy_equal, '>7.3f')}  {r.note}")
 
@@ -121,24 +129,40 @@ def make_inputs(model, processor, batch: int, instructions: list[str] | None, de
     return processor([texts[i % len(texts)] for i in range(batch)], images, dtype=dtype)
 
 
-def configure(model, variant: str, compile_mode: str | None) -> None:
+def replaced_weights(model) -> dict[str, torch.Tensor]:
+    """CPU copies of the weights that FP8 replaces (Llama layers, ViT blocks): FP8 frees the originals
+    and `disable_fast_inference` gives back FP8-rounded ones, so later variants get these back."""
+    return {k: v.to("cpu", copy=True) for k, v in model.state_dict().items() if ".layers." in k or ".blocks." in k}
+
+
+def to_eager(model, originals: dict[str, torch.Tensor] | None) -> None:
+    fp8 = getattr(model._fast_inference, "fp8", False)
     model.disable_fast_inference()
+    if fp8:
+        model.load_state_dict(originals, strict=False)
+
+
+def configure(model, variant: str, compile_mode: str | None, originals: dict[str, torch.Tensor] | None) -> None:
+    to_eager(model, originals)
     if variant == "graphs":
         model.enable_fast_inference(compile=False, cuda_graphs=True)
     elif variant == "compiled":
         model.enable_fast_inference(compile=True, mode=compile_mode)
     elif variant == "compiled-base":
         model.enable_fast_inference(compile=True, mode=compile_mode, fuse_projections=False, cudnn_attention=False)
+    elif variant in ("compiled-fp8", "compiled-fp8-vit"):
+        model.enable_fast_inference(compile=True, mode=compile_mode, fp8=True, fp8_vision=variant.endswith("-vit"))
 
 
 def compare(row: Row, logits: torch.Tensor, reference: torch.Tensor) -> None:
+    tolerance = FP8_RELATIVE_LOGIT_TOLERANCE if "fp8" in row.variant else RELATIVE_LOGIT_TOLERANCE
     ref = reference.to(logits.device).float()
     diff = (logits.float() - ref).abs().max().item()
     row.max_logit_diff = diff
     row.rel_logit_diff = diff / max(ref.abs().max().item(), 1e-6)
     row.greedy_equal = (logits.argmax(-1) == ref.argmax(-1)).float().mean().item()
-    if not row.rel_logit_diff <= RELATIVE_LOGIT_TOLERANCE:
-        row.note += f"MISMATCH vs eager (rel {row.rel_logit_diff:.3g} > {RELATIVE_LOGIT_TOLERANCE}) "
+    if not row.rel_logit_diff <= tolerance:
+        row.note += f"MISMATCH vs eager (rel {row.rel_logit_diff:.3g} > {tolerance}) "
 
 
 def batch_noise(row_logits: torch.Tensor, reference: torch.Tensor) -> str:
@@ -234,12 +258,15 @@ def bench_preset(name: str, args, device, dtype, rows: list[Row], notes: list[st
     normalizer = model.get_action_normalizer(norm_stats=stats)
     inputs = {b: make_inputs(model, processor, b, None, device, dtype) for b in args.batch_sizes}
     eager_logits: dict[int, torch.Tensor] = {}
+    originals = None
     print(HEADER, flush=True)
     for variant in args.variants:
         try:
-            configure(model, variant, args.compile_mode)
+            if "fp8" in variant and originals is None:
+                originals = replaced_weights(model)
+            configure(model, variant, args.compile_mode, originals)
         except Exception as e:  # e.g. no CUDA for graphs
-            print(f"{name:>6} {variant:>13}  skipped: {e}", flush=True)
+            print(f"{name:>6} {variant:>16}  skipped: {e}", flush=True)
             continue
         for b in args.batch_sizes:
             row = Row(name, variant, b)
@@ -263,18 +290,18 @@ def bench_preset(name: str, args, device, dtype, rows: list[Row], notes: list[st
         if variant not in ("eager", "compiled-base") and not args.quick:
             row = Row(name, variant, len(OTHER_INSTRUCTIONS), note="padded prompts: correctness only")
             try:
-                model.disable_fast_inference()
+                to_eager(model, originals)
                 with torch.no_grad():
                     padded_eager = model(**make_inputs(model, processor, len(OTHER_INSTRUCTIONS), OTHER_INSTRUCTIONS,
                                                        device, dtype)).action_logits
-                configure(model, variant, args.compile_mode)
+                configure(model, variant, args.compile_mode, originals)
                 padded_check(model, processor, padded_eager, row, device, dtype)
             except Exception as e:
                 row.note += f" FAILED: {type(e).__name__}: {e}"
                 traceback.print_exc(limit=6)
             rows.append(row)
             print(format_row(row), flush=True)
-        model.disable_fast_inference()
+        to_eager(model, originals)
         if device.type == "cuda":
             torch.cuda.empty_cache()
     if args.lora_step:
@@ -286,7 +313,7 @@ def bench_preset(name: str, args, device, dtype, rows: list[Row], notes: list[st
             notes.append(f"{name}: LoRA step FAILED: {type(e).__name__}: {e}")
             traceback.print_exc(limit=6)
         print(notes[-1], flush=True)
-    del model, inputs
+    del model, inputs, originals
     if device.type == "cuda":
         torch.cuda.empty_cache()
     torch._dynamo.reset()
@@ -320,7 +347,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=None, help="default: 7.5b small on CUDA, tiny on CPU")
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32])
-    parser.add_argument("--variants", nargs="+", default=None, choices=["eager", "graphs", "compiled", "compiled-base"],
+    parser.add_argument("--variants", nargs="+", default=None, choices=VARIANTS,
                         help="default: eager graphs compiled on CUDA, eager compiled on CPU")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")
     parser.add_argument("--dtype", default="auto", help="auto (bfloat16 on CUDA, float32 on CPU), bfloat16, float32")
@@ -336,12 +363,13 @@ def main() -> None:
     parser.add_argument("--params-only", action="store_true", help="print parameter counts (meta build) and exit")
     parser.add_argument("--targets-only", action="store_true",
                         help="only what the targets need: 7.5b at batch 1 and 32, variants eager compiled-base "
-                             "compiled, no LoRA step (explicit --presets/--batch-sizes/--variants still win)")
+                             "compiled compiled-fp8 compiled-fp8-vit, no LoRA step (explicit "
+                             "--presets/--batch-sizes/--variants still win)")
     args = parser.parse_args()
     if args.targets_only:
         args.presets = args.presets or ["7.5b"]
         args.batch_sizes = args.batch_sizes if "--batch-sizes" in sys.argv else [1, 32]
-        args.variants = args.variants or ["eager", "compiled-base", "compiled"]
+        args.variants = args.variants or ["eager", "compiled-base", "compiled", "compiled-fp8", "compiled-fp8-vit"]
         args.lora_step = False if args.lora_step is None else args.lora_step
 
     if args.threads:
