@@ -77,7 +77,7 @@ def _chunks(actions: np.ndarray, k: int) -> np.ndarray:
 
 def load_demos(paths: list[str], chunk: int = 8, frame_stride: int = 1, successful_only: bool = True,
                tasks: list[str] | None = None, max_episodes_per_task: int | None = None,
-               workers: int = 1) -> DemoSet:
+               workers: int = 1, cache_dir: str | None = None) -> DemoSet:
     """Read demonstration files into memory.
 
     Args:
@@ -89,7 +89,70 @@ def load_demos(paths: list[str], chunk: int = 8, frame_stride: int = 1, successf
         tasks: keep only these tasks (None: all).
         max_episodes_per_task: cap per task (None: all; files are read in sorted order).
         workers: processes reading files in parallel (lzf decompression is the slow part).
+        cache_dir: keep the decoded samples here as .npy files and memory-map them on the next call with
+            the same files and arguments: a resumed SFT piece then starts in seconds instead of
+            decompressing (and pickling between processes) tens of GiB again. Skipped with a warning
+            when the disk lacks the room.
     """
+    files = _demo_files(paths)
+    key = _cache_key(files, chunk, frame_stride, successful_only, tasks, max_episodes_per_task)
+    if cache_dir is not None:
+        cached = _load_cache(os.path.join(cache_dir, key))
+        if cached is not None:
+            return cached
+    demos = _load_demos(files, chunk, frame_stride, successful_only, tasks, max_episodes_per_task, workers)
+    if cache_dir is not None:
+        _save_cache(demos, os.path.join(cache_dir, key))
+    return demos
+
+
+_ARRAYS = ("head", "wrist", "proprio", "chunks", "instruction", "task", "actions")
+
+
+def _cache_key(files, *args) -> str:
+    import hashlib
+    import json
+
+    stat = [(os.path.abspath(f), os.path.getsize(f), os.path.getmtime(f)) for f in files]
+    return hashlib.sha1(json.dumps([stat, list(args)], default=str).encode()).hexdigest()[:16]
+
+
+def _load_cache(path: str) -> DemoSet | None:
+    import json
+
+    meta = os.path.join(path, "meta.json")
+    if not os.path.exists(meta):
+        return None
+    with open(meta) as f:
+        m = json.load(f)
+    arrays = {k: np.load(os.path.join(path, f"{k}.npy"), mmap_mode="c") for k in _ARRAYS}  # copy-on-write: torch-ready
+    log.info("demonstrations from the cache %s", path)
+    return DemoSet(**arrays, instructions=m["instructions"], tasks=m["tasks"], episodes=m["episodes"])
+
+
+def _save_cache(demos: DemoSet, path: str) -> None:
+    import json
+    import shutil
+
+    need = sum(getattr(demos, k).nbytes for k in _ARRAYS)
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    free = shutil.disk_usage(parent).free
+    if free < need + 2**30:
+        log.warning("no demonstration cache: %.1f GiB needed, %.1f GiB free in %s", need / 2**30, free / 2**30, parent)
+        return
+    tmp = f"{path}.tmp{os.getpid()}"
+    os.makedirs(tmp, exist_ok=True)
+    for k in _ARRAYS:
+        np.save(os.path.join(tmp, f"{k}.npy"), getattr(demos, k))
+    with open(os.path.join(tmp, "meta.json"), "w") as f:  # written last: its presence marks a whole cache
+        json.dump({"instructions": demos.instructions, "tasks": demos.tasks, "episodes": demos.episodes}, f)
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+def _demo_files(paths: list[str]) -> list[str]:
     files = []
     for p in paths:
         if os.path.isdir(p):
@@ -101,6 +164,10 @@ def load_demos(paths: list[str], chunk: int = 8, frame_stride: int = 1, successf
                                     "examples/embodiment/collect_demos.py")
     if not files:
         raise FileNotFoundError(f"no .hdf5 demonstration files in {paths}")
+    return files
+
+
+def _load_demos(files, chunk, frame_stride, successful_only, tasks, max_episodes_per_task, workers) -> DemoSet:
     parts: dict[str, list] = {k: [] for k in ("head", "wrist", "proprio", "chunks", "instruction", "task", "actions")}
     instructions: list[str] = []
     task_names: list[str] = []

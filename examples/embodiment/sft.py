@@ -40,6 +40,7 @@ class SFTRunConfig:
     frame_stride: int = 1
     max_episodes_per_task: int | None = None
     load_workers: int = 1  # processes reading the HDF5 files
+    cache_demos: bool = True  # keep decoded samples in <out_dir>/demo_cache: resumed pieces start in seconds
     model: SFTModelConfig = field(default_factory=SFTModelConfig)
     train: SFTConfig = field(default_factory=SFTConfig)
     out_dir: str = "runs/sft"
@@ -61,7 +62,8 @@ def main(cfg: DictConfig) -> None:
         fail("sft", "device", f"{device!r} was asked for but CUDA is not available; use device=cpu or auto")
     try:
         demos = load_demos(c.demos, chunk=c.model.num_action_chunks, frame_stride=c.frame_stride, tasks=c.tasks,
-                           max_episodes_per_task=c.max_episodes_per_task, workers=c.load_workers)
+                           max_episodes_per_task=c.max_episodes_per_task, workers=c.load_workers,
+                           cache_dir=os.path.join(c.out_dir, "demo_cache") if c.cache_demos else None)
     except (FileNotFoundError, ValueError) as e:
         fail("sft", "demos", str(e))
     print(f"{demos.episodes} episodes, {len(demos)} samples ({demos.nbytes / 2**30:.2f} GiB) of {demos.tasks}")

@@ -47,6 +47,28 @@ def test_load_demos_and_norm_stats(demo_dir):
         load_demos([demo_dir], tasks=["stacking"])
 
 
+def test_demo_cache_is_reused_and_invalidated(demo_dir, tmp_path):
+    cache = str(tmp_path / "cache")
+    first = load_demos([demo_dir], chunk=4, frame_stride=2, cache_dir=cache)
+    assert isinstance(first.head, np.ndarray) and not isinstance(first.head, np.memmap)
+    (entry,) = os.listdir(cache)
+    again = load_demos([demo_dir], chunk=4, frame_stride=2, cache_dir=cache)
+    assert isinstance(again.head, np.memmap)  # from the cache, not the HDF5 files
+    for k in ("head", "wrist", "proprio", "chunks", "instruction", "task", "actions"):
+        np.testing.assert_array_equal(getattr(again, k), getattr(first, k))
+    assert (again.instructions, again.tasks, again.episodes) == (first.instructions, first.tasks, first.episodes)
+    torch.from_numpy(again.head[:2])  # writable (copy-on-write) views: no torch warning, no disk writes
+    # Other arguments: another entry. A half-written entry (no meta.json) is not read.
+    load_demos([demo_dir], chunk=2, frame_stride=2, cache_dir=cache)
+    assert len(os.listdir(cache)) == 2
+    os.remove(os.path.join(cache, entry, "meta.json"))
+    assert not isinstance(load_demos([demo_dir], chunk=4, frame_stride=2, cache_dir=cache).head, np.memmap)
+    # A changed demonstration file: a new entry.
+    f = next(os.path.join(demo_dir, n) for n in sorted(os.listdir(demo_dir)) if n.endswith(".hdf5"))
+    os.utime(f, (os.path.getatime(f), os.path.getmtime(f) + 10))
+    assert not isinstance(load_demos([demo_dir], chunk=4, frame_stride=2, cache_dir=cache).head, np.memmap)
+
+
 def _episode_lengths(path):
     import h5py
 
