@@ -32,6 +32,8 @@ FINGERTIP = 0.03  # fingertips reach this far below the eef site
 SQUEEZE = 0.012  # a closing finger aims this far inside the object's side (~10 N of grip)
 STALLED = 0.03  # rad/s: joints slower than this have stopped following their targets
 PALM_CLEAR = 0.035  # the palm starts this far above the eef site: grasp tall things near the top
+PALM_HALF = (0.035, 0.07)  # across and along the finger-closing axis (robot.py's hand)
+PRESHAPE = 0.015  # room left on each side of an object between the opened fingers (gentle experts)
 # A compact arm pose for driving and turning: elbow folded, hand at ~1.25 m in front of the chest,
 # clear of tables and counters (the reset pose leaves the hands at table height).
 CARRY = {"left": (-0.2, 0.3, 0.0, -2.0, 0.0, 0.3, 0.0), "right": (-0.2, -0.3, 0.0, -2.0, 0.0, 0.3, 0.0)}
@@ -194,11 +196,12 @@ class ScriptedExpert:
             yield self._hold()
 
     def gripper(self, arm: str, open_: bool, steps: int = 12, width: float | None = None) -> Iterator[np.ndarray]:
-        """Open or close. `width`: the object's width across the fingers; closing then aims a little
-        inside it (a firm but gentle squeeze: full force pops round objects out of the fingers)."""
+        """Open or close. `width`: closing, the object's width across the fingers (they aim a little
+        inside it: a firm but gentle squeeze, full force pops round objects out of the fingers);
+        opening, the gap to leave between them."""
         self.cmd[GRIP[arm]] = 1.0 if open_ else -1.0
-        if not open_ and width is not None:
-            target = max(0.0, width / 2 - SQUEEZE)  # per finger
+        if width is not None:
+            target = max(0.0, width / 2 if open_ else width / 2 - SQUEEZE)  # per finger
             self.cmd[GRIP[arm]] = float(np.clip(target / (0.5 * GRIPPER_OPEN_WIDTH) - 1.0, -1.0, 1.0))
         yield from self.wait(steps)
 
@@ -359,6 +362,76 @@ class ScriptedExpert:
     def arm_for(self, p) -> str:
         return "left" if self.to_robot(p)[1] >= 0 else "right"
 
+    def grasp_height(self, name: str) -> float:
+        """Where the eef site goes to grasp `name` from above: flat things low between the fingertips,
+        tall ones near the top (the palm stops above them)."""
+        lo, hi = self.aabb(name)
+        height = hi[2] - lo[2]
+        z = max((lo[2] + hi[2]) / 2, lo[2] + FINGERTIP + 0.008) if height > 0.03 else lo[2] + FINGERTIP - 0.012 + height
+        return max(min(z, hi[2] - 0.01), hi[2] - PALM_CLEAR) if height > 0.045 else z
+
+    def above_neighbours(self, name: str, xy, r: float = 0.25) -> float:
+        """A site height from which the hand can come straight down on `name` at `xy`: its fingertips
+        above every free object within `r` (the swing there would knock over a drill standing in a
+        toolbox beside it)."""
+        tops = [self.aabb(n)[1][2] for n, o in self.task.scene.objects.items()
+                if o.role == "free" and n != name and np.linalg.norm(self.center(n)[:2] - np.asarray(xy)[:2]) < r]
+        return max(tops, default=0.0) + FINGERTIP + 0.04
+
+    def come_down_over(self, arm: str, name: str, xy, z: float, yaw: float) -> Iterator[np.ndarray]:
+        """Bring the hand over `name` at `xy`, site at height `z`. Next to taller things (a toolbox
+        wall) it goes above them first and comes down in a line: a joint-space swing dips below
+        both of its ends and would drag them along."""
+        high = self.above_neighbours(name, xy)
+        if high <= z:
+            yield from self.reach(arm, (xy[0], xy[1], z), yaw)
+            return
+        yield from self.reach(arm, (xy[0], xy[1], high + 0.06), yaw)
+        yield from self.reach(arm, (xy[0], xy[1], high), yaw, speed=self.free_joint_speed, linear=True)
+
+    def palm_blockers(self, name: str, xy, yaw: float, z: float, margin: float = 0.01) -> list[str]:
+        """The free objects that the palm of a hand coming down over `xy` (site at height `z`,
+        closing across `yaw + pi/2` as in `grasp_rotation`) would land on: those under it reaching
+        above its bottom. A container holding `name` does not count (the hand goes into it)."""
+        out = []
+        for n, o in self.task.scene.objects.items():
+            if o.role != "free" or n == name:
+                continue
+            lo, hi = self.aabb(n)
+            if hi[2] <= z + PALM_CLEAR:
+                continue
+            g, lh, sh = self.footprint(n)
+            c, h = (lo + hi)[:2] / 2, np.array([lh, sh])
+            if _rects_overlap(self.center(name)[:2], 0.0, np.zeros(2), c, g, h):
+                continue  # `name` lies inside it
+            if _rects_overlap(np.asarray(xy, float), yaw, np.array(PALM_HALF) + margin, c, g, h):
+                out.append(n)
+        return out
+
+    def slide(self, name: str, at, by, arm: str | None = None, press: float = 0.008) -> Iterator[np.ndarray]:
+        """Press the closed fingertips on `name`'s top at `at` (xy) and drag it over its support by
+        `by` (xy), the palm's narrow side leading: moves a small thing out from beside a tall one (a
+        box's wall), where the open hand has no room to come down around it."""
+        lo, hi = self.aabb(name)
+        c = np.array([at[0], at[1], hi[2]])
+        d = np.asarray(by, float)
+        to_xy = c[:2] + d
+        arm = arm or self.arm_for(c)
+        self.ignore_obstacles = {name}
+        yield from self.approach(c, arm)
+        byaw = self.base_pose()[2]
+        rel = (math.atan2(d[1], d[0]) - byaw + math.pi) % (2 * math.pi) - math.pi
+        yaw = byaw + (rel - math.pi if rel > math.pi / 2 else rel + math.pi if rel < -math.pi / 2 else rel)
+        z = hi[2] + FINGERTIP - press
+        if z < LOW_REACH and self._near_furniture(c):
+            yield from self.stow(OTHER[arm])
+        yield from self.gripper(arm, False, steps=2)
+        yield from self.come_down_over(arm, name, c, z + 0.1, yaw)
+        yield from self.reach(arm, (c[0], c[1], z), yaw, speed=0.5, linear=True)
+        yield from self.reach(arm, (to_xy[0], to_xy[1], z), yaw, speed=0.3, linear=True)
+        yield from self.reach(arm, (to_xy[0], to_xy[1], z + 0.1), yaw, speed=0.8, linear=True)
+        yield from self.gripper(arm, True, steps=2)
+
     def pick(self, name: str, arm: str | None = None, lift: float = 0.1, then=None) -> Iterator[np.ndarray]:
         """Top-down grasp of `name` and lift. `then`: where it goes next (helps choose the arm)."""
         lo, hi = self.aabb(name)
@@ -368,14 +441,15 @@ class ScriptedExpert:
         yield from self.approach(c, arm)
         lo, hi = self.aabb(name)
         c = (lo + hi) / 2
-        height = hi[2] - lo[2]
-        z = max(c[2], lo[2] + FINGERTIP + 0.008) if height > 0.03 else lo[2] + FINGERTIP - 0.012 + height
-        z = max(min(z, hi[2] - 0.01), hi[2] - PALM_CLEAR) if height > 0.045 else z
+        z = self.grasp_height(name)
         yaw = self.grasp_yaw(name)
         if z < LOW_REACH and self._near_furniture(c):
             yield from self.stow(OTHER[arm])
-        yield from self.gripper(arm, True, steps=2)
-        yield from self.reach(arm, (c[0], c[1], max(hi[2] + 0.1, z + 0.1)), yaw)
+        # Gentle: open only a little wider than the object, so that the fingers fit between it and a
+        # wall beside it.
+        width = 2 * (self.footprint(name)[2] + PRESHAPE) if self.gentle else None
+        yield from self.gripper(arm, True, steps=2, width=width)
+        yield from self.come_down_over(arm, name, c, max(hi[2] + 0.1, z + 0.1), yaw)
         if self.gentle:
             c = yield from self.hover_over(arm, name, z, yaw)
         yield from self.reach(arm, (c[0], c[1], z), yaw, speed=0.8, linear=True)

@@ -10,6 +10,9 @@ with the primitives of `ScriptedExpert`:
 - `(nextto A B)`: beside B on B's support;
 - `(toggled_on A)`: press A's button.
 
+An object whose grasp failed is first slid a few centimetres away from a tall neighbour (a
+toolbox's wall) that the palm would land on (`make_room`).
+
 Literals that are already true are skipped; negated literals are left alone (they hold when the
 expert does not touch them, e.g. "the fridge is not open"). Closed furniture (cabinets, fridges,
 bookcases) is not handled: tasks that need it have no expert.
@@ -22,10 +25,11 @@ import zlib
 
 import numpy as np
 
-from behavior_gym.experts.base import ExpertFailure, ScriptedExpert
+from behavior_gym.experts.base import FINGERTIP, ExpertFailure, ScriptedExpert
 
 HOME = (0.0, 0.0)
 DOABLE = ("inside", "ontop", "nextto", "toggled_on")
+SLIDE_PRESS = 0.015  # how far below an object's top `make_room` presses the fingertips
 
 
 class GoalExpert(ScriptedExpert):
@@ -65,12 +69,28 @@ class GoalExpert(ScriptedExpert):
 
     def reset(self) -> None:
         self.last_error = None
+        self._missed: set[str] = set()  # objects whose grasp failed
         super().reset()
 
     def _recover(self):
         self.holding = None
         yield from self.gripper("left", True, steps=0)
         yield from self.gripper("right", True, steps=4)
+        # An open hand below a container's rim comes straight up first: swung back in joint space,
+        # fingers left inside a toolbox hook its wall and carry it off the table.
+        for arm in ("left", "right"):
+            site = self.data.site_xpos[self.model.site(f"{arm}_eef").id].copy()
+            if self._pitch.get(arm) is None or not any(
+                    o.role == "free" and o.cavities and self.aabb(n)[1][2] > site[2] - 0.03
+                    and np.linalg.norm(self.center(n)[:2] - site[:2]) < 0.4
+                    for n, o in self.task.scene.objects.items()):
+                continue
+            R = self.data.site_xmat[self.model.site(f"{arm}_eef").id].reshape(3, 3)
+            try:
+                yield from self.reach(arm, (site[0], site[1], site[2] + 0.15), math.atan2(-R[0, 1], R[1, 1]),
+                                      speed=self.free_joint_speed, linear=True)
+            except ExpertFailure:
+                pass
         yield from self.carry_pose()
 
     # -- planning ---------------------------------------------------------------------------------
@@ -118,7 +138,13 @@ class GoalExpert(ScriptedExpert):
             raise ExpertFailure(f"cannot move {a}")
         spot = self._spot(kind, a, b)
         yield from self.go_near(spot)
-        yield from self.pick(a, then=spot)
+        if a in self._missed:  # the hand may have landed on a tall neighbour last time
+            yield from self.make_room(a)
+        try:
+            yield from self.pick(a, then=spot)
+        except ExpertFailure:
+            self._missed.add(a)
+            raise
         # Hand up before driving: a hand left at table or floor height sweeps bins and boxes away.
         yield from self.lift_held()
         if not self._held(a):
@@ -130,6 +156,63 @@ class GoalExpert(ScriptedExpert):
         xy, bottom = spot[:2], spot[2]
         yield from self.place_at(xy, bottom, tuck=True, rim_z=self._rim(kind, b),
                                  long_yaw=self._packing_yaw(kind, a, b))
+
+    def make_room(self, a: str):
+        """Slide A a few centimetres over its support when the open hand has no room to come down
+        around it (a toolbox's wall or a standing drill beside a screwdriver): the nearest spot,
+        preferably towards the robot, where the grasp is clear, A touches nothing and stays on
+        its support, and the dragging hand clears everything on the way."""
+        for _ in range(2):  # the fingertips slip: slide again if that moved A but not far enough
+            before = self.center(a)
+            if not (yield from self._slide_clear(a)) or np.linalg.norm(self.center(a) - before) < 0.01:
+                return
+
+    def _slide_clear(self, a: str):
+        from behavior_gym.experts.base import _rects_overlap
+
+        lo, hi = self.aabb(a)
+        c = (lo + hi)[:2] / 2
+        z, yaw = self.grasp_height(a), self.grasp_yaw(a)
+        # Only what the palm would land on: the fingers, opened just wider than A, fit beside it.
+        if not self.palm_blockers(a, c, yaw, z, margin=0.02):
+            return False
+        g, lh, sh = self.footprint(a)
+        if hi[2] - lo[2] > 3 * sh:
+            return False  # pressed on top and dragged, a tall narrow thing (a drill) tips over
+        others = []
+        for n, o in self.task.scene.objects.items():
+            if o.role == "free" and n != a:
+                gn, lhn, shn = self.footprint(n)
+                others.append(((self.aabb(n)[0] + self.aabb(n)[1])[:2] / 2, gn, np.array([lhn, shn])))
+        bx, by, _ = self.base_pose()
+        to_robot = np.array([bx, by]) - c
+        to_robot /= max(np.linalg.norm(to_robot), 1e-6)
+        press_z = hi[2] + FINGERTIP - SLIDE_PRESS  # where `slide` holds the site: fingertips on A's top
+        along = np.array([math.cos(g), math.sin(g)])
+        for dist in (0.04, 0.06, 0.08, 0.1):
+            best = None
+            for ang in np.linspace(-math.pi, math.pi, 16, endpoint=False):
+                u = np.array([math.cos(ang), math.sin(ang)])
+                p = c + dist * u
+                supported = self._supported(p, lo[2], sh) if lo[2] > 0.05 else self._floor_free(p, lh)
+                if not supported or self.palm_blockers(a, p, yaw, z, margin=0.02) \
+                        or any(_rects_overlap(p, g, np.array([lh, sh]) + 0.01, oc, og, oh) for oc, og, oh in others):
+                    continue
+                # Press ahead of the middle when A lies against a wall: the trailing palm then clears it.
+                reach_u = abs(u @ along) * lh + math.sqrt(max(0.0, 1 - (u @ along) ** 2)) * sh
+                for off in (0.0, 0.01, 0.02):
+                    if off > reach_u - 0.006:
+                        break
+                    q = c + off * u
+                    if not any(self.palm_blockers(a, s, ang, press_z, margin=0.005) for s in (q, q + dist * u)):
+                        score = -float(u @ to_robot)
+                        if best is None or score < best[0]:
+                            best = (score, q, dist * u)
+                        break
+            if best is not None:
+                yield from self.slide(a, best[1], best[2], press=SLIDE_PRESS)
+                return True
+        return False
 
     def _packing_yaw(self, kind: str, a: str, b: str) -> float | None:
         """The world yaw of B's cavity's long side when elongated A goes into it (None otherwise):
