@@ -85,6 +85,7 @@ class EnvConfig:
     skip_intermediate_obs_in_chunk: bool = True  # render cameras only at chunk boundaries
     reward_coef: float = 1.0
     success_bonus: float = 0.0
+    reward_shaping: float = 0.0  # > 0: staged potential shaping (reach, lift, carry) of pick-style skills
     seed: int = 0
     max_worker_restarts: int = 3  # per env worker; a worker that dies more often stops the run
     omni_config: dict[str, Any] = field(default_factory=dict)  # OmniGibson config overrides (backend omnigibson)
@@ -345,6 +346,17 @@ def check_run_config(c: RunConfig, gpus_per_node: int) -> ComponentPlacement:
         if not ok:
             add("env.train.backend", f"the OmniGibson backend cannot run here ({why}); install BEHAVIOR-1K, set "
                                      "ISAAC_PATH and OMNIGIBSON_DATA_PATH, or use env.train.backend=mujoco")
+    if e.reward_shaping < 0:
+        add("env.train.reward_shaping", f"must be >= 0 (0: BEHAVIOR's reward only), got {e.reward_shaping}")
+    elif e.reward_shaping > 0:
+        from behavior_gym.wrappers.shaping import SHAPED_TASKS
+
+        if e.backend != "mujoco":
+            add("env.train.reward_shaping", "shaping reads the embedded backend's MuJoCo state; set it to 0 with "
+                                            "env.train.backend=omnigibson")
+        elif not any(t in SHAPED_TASKS for t in (e.tasks or [e.task])):
+            add("env.train.reward_shaping", f"none of the training tasks is shaped (only {list(SHAPED_TASKS)} are); "
+                                            "set it to 0")
     if e.image_size < 16:
         add("env.train.image_size", f"must be >= 16 pixels, got {e.image_size}")
     n, s = e.total_num_envs, c.rollout.pipeline_stage_num

@@ -33,6 +33,7 @@ class EnvSpec:
     obs_every: int = 1
     reward_coef: float = 1.0
     success_bonus: float = 0.0
+    reward_shaping: float = 0.0  # > 0: staged potential shaping of pick-style skills (behavior_gym.wrappers.shaping)
     extra: dict[str, Any] = field(default_factory=dict)  # more env keyword arguments (OmniGibson overrides)
     tasks: tuple[str, ...] = ()  # several tasks: env i runs tasks[(i // group_size) % len(tasks)]
     instance_ids: tuple[int, ...] = ()  # several instances, cycled the same way
@@ -57,7 +58,12 @@ class EnvSpec:
         if self.max_episode_steps is not None:
             kwargs["max_episode_steps"] = self.max_episode_steps
         factory = env_factories(task, 1, self.backend, None if gpu_id is None else [gpu_id], None, **kwargs)[0]
-        return Monitor(SB3ObservationWrapper(ActionChunkWrapper(factory(), chunk=self.chunk)))
+        env = factory()
+        if self.reward_shaping > 0:
+            from behavior_gym.wrappers.shaping import ManipulationShaping
+
+            env = ManipulationShaping(env, self.reward_shaping)
+        return Monitor(SB3ObservationWrapper(ActionChunkWrapper(env, chunk=self.chunk)))
 
 
 def stack_obs(observations: Sequence[Any]) -> Any:

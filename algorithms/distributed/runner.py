@@ -47,7 +47,8 @@ def env_spec(c: RunConfig):
     e, k = c.env.train, c.actor.model.num_action_chunks
     return EnvSpec(task=e.task, backend=e.backend, chunk=k, image_size=e.image_size, instance_id=e.instance_id,
                    max_episode_steps=e.max_episode_steps, obs_every=k if e.skip_intermediate_obs_in_chunk else 1,
-                   reward_coef=e.reward_coef, success_bonus=e.success_bonus, extra=dict(e.omni_config),
+                   reward_coef=e.reward_coef, success_bonus=e.success_bonus, reward_shaping=e.reward_shaping,
+                   extra=dict(e.omni_config),
                    tasks=tuple(e.tasks), instance_ids=tuple(e.instance_ids),
                    group_size=c.algorithm.group_size if c.algorithm.adv_type == "grpo" else 1)
 

@@ -40,18 +40,6 @@ def load(path: str, device: str, image_size: int):
     return policy
 
 
-def moved_and_target(task) -> tuple[str, str]:
-    """The object the skill moves and the one it goes to (bowl/plate, lower cube, neighbour)."""
-    from behavior_gym.experts.skills import _free
-
-    names = _free(task)
-    if any(n.startswith(("bowl", "plate")) for n in names):
-        target = next(n for n in names if n.startswith(("bowl", "plate")))
-        return next(n for n in names if n != target), target
-    goal = task.conds.parsed_goal_conditions[0]
-    return goal[1].lstrip("?"), goal[2].lstrip("?")
-
-
 def _eef(backend, scratch, qpos, action) -> dict[str, np.ndarray]:
     """World end-effector positions of both arms for the torso and arm targets of `action`."""
     import mujoco
@@ -127,6 +115,7 @@ def closed_loop(policy, task: str, episodes: int, seed0: int, image_size: int, o
 
     from algorithms.distributed.env_worker import EnvSpec
     from behavior_gym.experts.base import ScriptedExpert
+    from behavior_gym.wrappers.shaping import moved_and_target
 
     k = policy.model.config.num_action_chunks
     spec = EnvSpec(task=task, chunk=k, obs_every=k, image_size=image_size)

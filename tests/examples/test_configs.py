@@ -77,6 +77,8 @@ def problems(compose, overrides, name="behavior_ppo_openvlaoft_embedded", gpus=0
     (["actor.model.image_size=100"], "actor.model.image_size", "14-pixel patch"),
     (["algorithm.adv_type=ppo"], "algorithm.adv_type", "'gae' trains with PPO"),
     (["runner.resume_dir=/no/such/run"], "runner.resume_dir", "does not exist"),
+    (["env.train.reward_shaping=-1"], "env.train.reward_shaping", "must be >= 0"),
+    (["env.train.reward_shaping=1", "env.train.task=open_drawer"], "env.train.reward_shaping", "none of the training"),
 ])
 def test_bad_values_name_their_key(compose, overrides, key, match):
     found, text = problems(compose, overrides, gpus=8 if "GPU" in match else 0)

@@ -20,10 +20,11 @@ def test_forward_kinematics_of_action_targets_matches_the_settled_arm():
     os.environ.setdefault("MUJOCO_GL", "egl")
     import gymnasium as gym
     import mujoco
-    from diagnose_policy import _eef, moved_and_target
+    from diagnose_policy import _eef
 
     import behavior_gym  # noqa: F401
     from behavior_gym.experts import make_expert
+    from behavior_gym.wrappers.shaping import moved_and_target
 
     env = gym.make("Behavior-R1Pro-v0", task="stacking", instance_id=1, image_size=32)
     expert = make_expert(env)
