@@ -4,7 +4,8 @@
 #   bash examples/embodiment/run_learning_pipeline.sh                 # every stage, in order
 #   bash examples/embodiment/run_learning_pipeline.sh sft eval_sft    # some stages
 #
-# Stages: demos, sft, eval_sft, ppo, grpo, eval_rl, curves. Each one resumes from what an earlier
+# Stages: demos, sft, eval_sft, ppo, grpo, eval_rl, curves; and diagnose (where the SFT policy fails
+# pick_and_place and stacking: open-loop errors, closed-loop reach/lift, contact sheets in $WORK/diagnosis). Each one resumes from what an earlier
 # (interrupted or time-limited) run left in $WORK, so the pipeline can run in pieces of minutes.
 # Settings come from the environment (defaults in brackets):
 #   WORK [runs/learning]  NUM_WORKERS [nproc]  DEMOS_PER_TASK [100]  SFT_MINUTES [5.5]  SFT_PRESET [small]
@@ -55,8 +56,9 @@ for stage in "${@:-demos sft eval_sft ppo grpo eval_rl curves}"; do
           ckpt="$(latest_checkpoint "behavior_${cfg}_openvlaoft_skills")"
           if [ -n "$ckpt" ]; then evaluate "$cfg" checkpoint="$ckpt"; else echo "no $cfg checkpoint yet"; fi
         done ;;
+      diagnose) "$PY" "$HERE/diagnose_policy.py" "$WORK/sft/model" --out "$WORK/diagnosis" ;;
       curves) "$PY" "$HERE/plot_curves.py" --logs "$WORK/logs" --sft "$WORK/sft" --out "${CURVES_DIR:-docs}" ;;
-      *) echo "unknown stage $s (demos sft eval_sft ppo grpo eval_rl curves)" >&2; exit 2 ;;
+      *) echo "unknown stage $s (demos sft eval_sft ppo grpo eval_rl curves diagnose)" >&2; exit 2 ;;
     esac
   done
 done
