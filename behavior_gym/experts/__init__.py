@@ -15,7 +15,8 @@ EXPERTS: dict[str, type[ScriptedExpert]] = {
 # BEHAVIOR challenge tasks the goal-driven expert solves reliably (benchmarks/expert_success.py).
 # `GoalExpert(env)` runs on any inside/ontop/nextto/toggled_on goal, but grasping in crowded
 # challenge scenes is not reliable yet, so only verified tasks are listed here.
-BEHAVIOR_EXPERT_TASKS = ("turning_on_radio", "picking_up_trash", "setting_mousetraps", "picking_up_toys")
+BEHAVIOR_EXPERT_TASKS = ("turning_on_radio", "picking_up_trash", "setting_mousetraps", "picking_up_toys",
+                         "outfit_a_basic_toolbox")
 EXPERTS.update({t: GoalExpert for t in BEHAVIOR_EXPERT_TASKS})
 
 
