@@ -378,12 +378,15 @@ class ScriptedExpert:
                 if o.role == "free" and n != name and np.linalg.norm(self.center(n)[:2] - np.asarray(xy)[:2]) < r]
         return max(tops, default=0.0) + FINGERTIP + 0.04
 
-    def come_down_over(self, arm: str, name: str, xy, z: float, yaw: float) -> Iterator[np.ndarray]:
+    def come_down_over(self, arm: str, name: str, xy, z: float, yaw: float, tippy: bool = False
+                       ) -> Iterator[np.ndarray]:
         """Bring the hand over `name` at `xy`, site at height `z`. Next to taller things (a toolbox
-        wall) it goes above them first and comes down in a line: a joint-space swing dips below
-        both of its ends and would drag them along."""
+        wall), or over a `tippy` one (a standing drill), it goes higher first and comes down in a
+        line: a joint-space swing dips below both of its ends and would knock them over."""
         high = self.above_neighbours(name, xy)
-        if high <= z:
+        if tippy:
+            high = max(high, z)
+        elif high <= z:
             yield from self.reach(arm, (xy[0], xy[1], z), yaw)
             return
         yield from self.reach(arm, (xy[0], xy[1], high + 0.06), yaw)
@@ -449,7 +452,8 @@ class ScriptedExpert:
         # wall beside it.
         width = 2 * (self.footprint(name)[2] + PRESHAPE) if self.gentle else None
         yield from self.gripper(arm, True, steps=2, width=width)
-        yield from self.come_down_over(arm, name, c, max(hi[2] + 0.1, z + 0.1), yaw)
+        tippy = self.gentle and hi[2] - lo[2] > 3 * self.footprint(name)[2]
+        yield from self.come_down_over(arm, name, c, max(hi[2] + 0.1, z + 0.1), yaw, tippy=tippy)
         if self.gentle:
             c = yield from self.hover_over(arm, name, z, yaw)
         yield from self.reach(arm, (c[0], c[1], z), yaw, speed=0.8, linear=True)
