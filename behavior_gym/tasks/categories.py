@@ -117,7 +117,7 @@ CATEGORIES: dict[str, CategorySpec] = {
     # -- flat supports (free) ---------------------------------------------------------------
     "plate.n.04": CategorySpec(PL, (0.2, 0.2, 0.015), 0.3, WHITE),
     "saucer.n.02": CategorySpec(PL, (0.14, 0.14, 0.015), 0.15, WHITE),
-    "chopping_board.n.01": CategorySpec(PL, (0.34, 0.22, 0.02), 0.6, _c(.8, .65, .45)),
+    "chopping_board.n.01": CategorySpec(PL, (0.40, 0.28, 0.02), 0.6, _c(.8, .65, .45)),  # room for four snacks
     "tray.n.01": CategorySpec(PL, (0.35, 0.25, 0.02), 0.4, GREY),
     "soap_dish.n.01": CategorySpec(PL, (0.12, 0.085, 0.025), 0.1, _c(.6, .8, .9)),
     # -- articulated items --------------------------------------------------------------------
