@@ -835,7 +835,7 @@ class InitialStateSampler:
                 pts = np.array(_footprint_corners(x, y, yaw, d + 0.1, w + 0.06))
                 self.fixture_boxes.append((pts.min(0), pts.max(0), h, o))
 
-    def sample(self, data: mujoco.MjData, rng: np.random.Generator, robot_xy=(0.0, 0.0), attempts: int = 30) -> None:
+    def sample(self, data: mujoco.MjData, rng: np.random.Generator, robot_xy=(0.0, 0.0), attempts: int = 100) -> None:
         model, scene = self.model, self.scene
         for o in scene.objects.values():
             for op in o.openables:
