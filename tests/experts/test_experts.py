@@ -69,6 +69,28 @@ def test_skill_experts_are_short():
     assert info["success_once"] and info["episode_len"] <= 300
 
 
+@pytest.mark.parametrize("task", ["pick_and_place", "stacking"])
+def test_skill_experts_mostly_keep_the_base_still(task):
+    """Demonstrations for cloning: where the arms reach, the base does not creep to a standoff."""
+    still = 0
+    for seed in range(4):
+        env = gym.make("Behavior-R1Pro-v0", task=task, instance_id=seed, obs_every=10**9, image_size=32)
+        obs, _ = env.reset(seed=seed)
+        expert = make_expert(env)
+        expert.reset()
+        base = []
+        for _ in range(env.unwrapped.max_episode_steps):
+            a = expert.act(obs)
+            base.append(np.abs(a[:3]).max())
+            obs, _, terminated, truncated, info = env.step(a)
+            if terminated or truncated:
+                break
+        env.close()
+        assert info["success_once"], (task, seed, expert.failed)
+        still += max(base) < 0.05  # only the hold's small corrections, no drive
+    assert still >= 3, f"{task}: the base drove in {4 - still} of 4 episodes"
+
+
 def test_ik_reaches_table_and_floor():
     env = gym.make("Behavior-R1Pro-v0", task="pick_and_place", obs_every=10**9, image_size=32)
     env.reset(seed=0)
