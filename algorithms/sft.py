@@ -168,7 +168,7 @@ def _demo_files(paths: list[str]) -> list[str]:
 
 
 def _load_demos(files, chunk, frame_stride, successful_only, tasks, max_episodes_per_task, workers) -> DemoSet:
-    parts: dict[str, list] = {k: [] for k in ("head", "wrist", "proprio", "chunks", "instruction", "task", "actions")}
+    parts: dict[str, list] = {k: [] for k in _ARRAYS}
     instructions: list[str] = []
     task_names: list[str] = []
     per_task: dict[str, int] = {}

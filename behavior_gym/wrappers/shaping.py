@@ -23,7 +23,7 @@ import gymnasium as gym
 import numpy as np
 
 PHI_MAX = 5.0
-LIFT = 0.02  # metres above the starting height that count as lifted
+LIFT = 0.02  # metres above its starting height that count as lifted
 SHAPED_TASKS = ("pick_and_place", "stacking", "rearrangement")
 
 
@@ -41,6 +41,30 @@ def moved_and_target(task) -> tuple[str, str]:
     return goal[1].lstrip("?"), goal[2].lstrip("?")
 
 
+class SkillProgress:
+    """How far a pick-style skill has come, read from the embedded backend's MuJoCo state: the closest
+    hand's distance to the moved object, how high the object has risen since this was built, and its
+    horizontal distance to the target (all in metres)."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.moved, self.target = moved_and_target(backend.task)
+        self.z0 = float(self._aabb(self.moved)[0][2])
+
+    def _aabb(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        st = self.backend.task.state
+        st.update(self.backend.data)
+        return st.aabb(st.index[name])
+
+    def __call__(self) -> tuple[float, float, float]:
+        data, idx = self.backend.data, self.backend.idx
+        lo, hi = self._aabb(self.moved)
+        tlo, thi = self._aabb(self.target)
+        c = (lo + hi) / 2
+        reach = min(float(np.linalg.norm(data.site_xpos[idx.eef_site[arm]] - c)) for arm in ("left", "right"))
+        return reach, float(lo[2] - self.z0), float(np.linalg.norm(c[:2] - (tlo + thi)[:2] / 2))
+
+
 class ManipulationShaping(gym.Wrapper):
     """Adds the staged potential's change to the reward of pick_and_place, stacking and rearrangement."""
 
@@ -51,34 +75,19 @@ class ManipulationShaping(gym.Wrapper):
         self.coef = float(coef)
         self.active = supports(getattr(env.unwrapped, "task", None) or "")
         self._phi = 0.0
-        self._z0 = 0.0
-
-    def _parts(self) -> tuple[float, bool, float]:
-        """(hand-object distance, lifted, object-target horizontal distance) now."""
-        backend = self.env.unwrapped.backend
-        st = backend.task.state
-        st.update(backend.data)
-        moved, target = self._names
-        lo, hi = st.aabb(st.index[moved])
-        tlo, thi = st.aabb(st.index[target])
-        c = (lo + hi) / 2
-        reach = min(float(np.linalg.norm(backend.data.site_xpos[backend.idx.eef_site[arm]] - c))
-                    for arm in ("left", "right"))
-        return reach, bool(lo[2] > self._z0 + LIFT), float(np.linalg.norm(c[:2] - (tlo + thi)[:2] / 2))
+        self._progress: SkillProgress | None = None
 
     def potential(self, success: bool = False) -> float:
         if success:
             return PHI_MAX
-        reach, lifted, to_target = self._parts()
+        reach, lift, to_target = self._progress()
+        lifted = lift > LIFT
         return (1 - math.tanh(10 * reach)) + 2.0 * lifted + 2.0 * lifted * (1 - math.tanh(5 * to_target))
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
         if self.active:
-            self._names = moved_and_target(self.env.unwrapped.backend.task)
-            st = self.env.unwrapped.backend.task.state
-            st.update(self.env.unwrapped.backend.data)
-            self._z0 = float(st.aabb(st.index[self._names[0]])[0][2])
+            self._progress = SkillProgress(self.env.unwrapped.backend)
             self._phi = self.potential()
             info["phi"] = self._phi
         return obs, info

@@ -114,23 +114,13 @@ def closed_loop(policy, task: str, episodes: int, seed0: int, image_size: int, o
     from PIL import Image
 
     from algorithms.distributed.env_worker import EnvSpec
-    from behavior_gym.experts.base import ScriptedExpert
-    from behavior_gym.wrappers.shaping import moved_and_target
+    from behavior_gym.wrappers.shaping import SkillProgress
 
     k = policy.model.config.num_action_chunks
     spec = EnvSpec(task=task, chunk=k, obs_every=k, image_size=image_size)
     envs = [EnvSpec(**{**spec.__dict__, "instance_id": seed0 + i}).make() for i in range(episodes)]
     obs = [env.reset(seed=seed0 + i)[0] for i, env in enumerate(envs)]
-    views = []
-    for env in envs:  # the experts' state helpers, without an expert
-        view = ScriptedExpert.__new__(ScriptedExpert)
-        view.env = env.unwrapped
-        view.backend = view.env.backend
-        view.task, view.model, view.data, view.idx = (view.backend.task, view.backend.model, view.backend.data,
-                                                      view.backend.idx)
-        views.append(view)
-    names = [moved_and_target(v.task) for v in views]
-    z0 = [v.center(moved)[2] for v, (moved, _) in zip(views, names)]
+    progress = [SkillProgress(env.unwrapped.backend) for env in envs]
     rec = [{"closest_eef_cm": 1e9, "lift_cm": -1e9, "success": False} for _ in envs]
     frames: dict[int, list] = {i: [] for i in range(min(sheets, episodes))}
     live = list(range(episodes))
@@ -143,15 +133,12 @@ def closed_loop(policy, task: str, episodes: int, seed0: int, image_size: int, o
             if i in frames and step % 3 == 0:
                 frames[i].append(obs[i]["head_rgb"].transpose(1, 2, 0))
             obs[i], _, terminated, truncated, info = envs[i].step(act[j])
-            view, (moved, target) = views[i], names[i]
-            p = view.center(moved)
-            eef = [view.data.site_xpos[view.idx.eef_site[arm]] for arm in ("left", "right")]
-            closest = 100 * min(float(np.linalg.norm(x - p)) for x in eef)
-            rec[i]["closest_eef_cm"] = min(rec[i]["closest_eef_cm"], closest)
-            rec[i]["lift_cm"] = max(rec[i]["lift_cm"], 100 * float(p[2] - z0[i]))
+            reach, lift, to_target = progress[i]()
+            rec[i]["closest_eef_cm"] = min(rec[i]["closest_eef_cm"], 100 * reach)
+            rec[i]["lift_cm"] = max(rec[i]["lift_cm"], 100 * lift)
             if terminated or truncated:
                 rec[i]["success"] = bool(info.get("success_once", info.get("success", False)))
-                rec[i]["final_to_target_cm"] = 100 * float(np.linalg.norm(p[:2] - view.center(target)[:2]))
+                rec[i]["final_to_target_cm"] = 100 * to_target
                 rec[i]["steps"] = int(info.get("episode_len", 0))
                 live.remove(i)
         step += 1
