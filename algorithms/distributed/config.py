@@ -31,7 +31,7 @@ from algorithms.distributed.placement import (
 )
 
 LOGGER_BACKENDS = ("tensorboard", "wandb", "swanlab")
-PRESETS = ("tiny", "small", "7.5b")
+PRESETS = ("tiny", "small", "small-p28", "7.5b")
 PRECISIONS = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 LOGPROB_TYPES = {"token_level": "token", "action_level": "action", "chunk_level": "chunk"}
 ADV_TYPES = ("gae", "grpo")

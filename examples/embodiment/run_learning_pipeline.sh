@@ -8,7 +8,7 @@
 # pick_and_place and stacking: open-loop errors, closed-loop reach/lift, contact sheets in $WORK/diagnosis). Each one resumes from what an earlier
 # (interrupted or time-limited) run left in $WORK, so the pipeline can run in pieces of minutes.
 # Settings come from the environment (defaults in brackets):
-#   WORK [runs/learning]  NUM_WORKERS [nproc]  DEMOS_PER_TASK [100]  SFT_MINUTES [5.5]  SFT_PRESET [small]
+#   WORK [runs/learning]  NUM_WORKERS [nproc]  DEMOS_PER_TASK [100]  SFT_MINUTES [5.5]  SFT_PRESET [small-p28]
 #   SFT_STEPS [0: as many as fit in SFT_MINUTES]  RL_MINUTES [5.5]  EVAL_EPISODES [100]  EVAL_ENVS [32]  TASKS [pick_and_place,stacking,open_drawer,turning_on_radio]
 #   EXTRA_RL (more Hydra overrides for the RL runs)
 set -euo pipefail
@@ -46,7 +46,7 @@ for stage in "${@:-demos sft eval_sft ppo grpo eval_rl curves}"; do
     case "$s" in
       demos) "$PY" "$HERE/collect_demos.py" tasks="[$TASKS]" episodes_per_task="${DEMOS_PER_TASK:-100}" \
                num_workers="$NUM_WORKERS" out_dir="$WORK/demos" ;;
-      sft) "$PY" "$HERE/sft.py" demos="[$WORK/demos]" out_dir="$WORK/sft" model.preset="${SFT_PRESET:-small}" \
+      sft) "$PY" "$HERE/sft.py" demos="[$WORK/demos]" out_dir="$WORK/sft" model.preset="${SFT_PRESET:-small-p28}" \
              load_workers="$NUM_WORKERS" train.steps="${SFT_STEPS:-0}" train.max_minutes="${SFT_MINUTES:-5.5}" ${EXTRA_SFT:-} ;;
       eval_sft) evaluate sft model_path="$WORK/sft/model" ;;
       ppo) rl behavior_ppo_openvlaoft_skills ;;

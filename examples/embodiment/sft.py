@@ -27,7 +27,7 @@ from algorithms.sft import SFTConfig  # noqa: E402
 
 @dataclass
 class SFTModelConfig:
-    preset: str = "small"
+    preset: str = "small-p28"
     use_proprio: bool = True
     num_action_chunks: int = 8
     image_size: int = 224  # env image size the policy reads

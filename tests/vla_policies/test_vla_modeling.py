@@ -170,6 +170,28 @@ def test_presets_tiny_builds_fast_small_and_7_5b_counts():
     assert full.action_tokenizer.token_begin == 31744
 
 
+def test_small_p28_preset_has_64_tokens_per_image_and_round_trips(tmp_path, processor):
+    config = OpenVLAOFTConfig.from_preset("small-p28")
+    assert [kw["patch_size"] for kw in config.timm_model_kwargs] == [28, 28]
+    assert OpenVLAOFTConfig.from_dict(config.to_dict()) == config
+    # the same layers as "small", so the same parameters except the larger patch embeddings and fewer positions
+    with torch.device("meta"):
+        small = OpenVLAOFTForActionPrediction(OpenVLAOFTConfig.from_preset("small"))
+        coarse = OpenVLAOFTForActionPrediction(config)
+    assert small.num_image_tokens == 3 * 256 and coarse.num_image_tokens == 3 * 64
+    assert {k for k, _ in small.named_parameters()} == {k for k, _ in coarse.named_parameters()}
+    # a tiny model with 28-px patches saves and loads as such
+    tiny = build_model(OpenVLAOFTConfig.from_preset("tiny").replace(
+        timm_model_kwargs=[{**kw, "patch_size": 28} for kw in OpenVLAOFTConfig.from_preset("tiny").timm_model_kwargs]))
+    tiny.eval()
+    tiny.save_pretrained(tmp_path)
+    again = OpenVLAOFTForActionPrediction.from_pretrained(tmp_path).eval()
+    assert again.num_image_tokens == 3 * 64
+    inputs = model_inputs(processor, INSTRUCTIONS[:2])
+    with torch.no_grad():
+        torch.testing.assert_close(again(**inputs).action_logits, tiny(**inputs).action_logits)
+
+
 def test_config_round_trip_presets_and_overrides(tiny_config):
     again = OpenVLAOFTConfig.from_dict(tiny_config.to_dict())
     assert again == tiny_config
