@@ -63,6 +63,8 @@ class ScriptedExpert:
     drive_speed = 0.6  # m/s of the base with empty hands
     turn_speed = 0.9  # rad/s of the base with empty hands
     drive_gain = 2.5  # 1/s: base velocity per metre of remaining distance
+    drive_min_speed = 0.0  # m/s: the least speed short of the goal (0: proportional to the end)
+    turn_min_speed = 0.0  # rad/s: likewise for turning
 
     def __init__(self, env):
         self.env = env.unwrapped
@@ -320,7 +322,12 @@ class ScriptedExpert:
             n = np.linalg.norm(v)
             if n > self.drive_speed:
                 v *= self.drive_speed / n
-            new = np.array([v[0], v[1], float(np.clip(3.0 * eyaw, -self.turn_speed, self.turn_speed))])
+            elif 0 < n < self.drive_min_speed and math.hypot(ex, ey) >= tol:
+                v *= self.drive_min_speed / n
+            w = float(np.clip(3.0 * eyaw, -self.turn_speed, self.turn_speed))
+            if abs(eyaw) >= yaw_tol and abs(w) < self.turn_min_speed:
+                w = math.copysign(self.turn_min_speed, eyaw)
+            new = np.array([v[0], v[1], w])
             if self.gentle and self.holding is not None:
                 # Slower, with smooth accelerations: a jerk of the base shakes a held object out of
                 # the fingers.
