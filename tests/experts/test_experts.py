@@ -142,3 +142,33 @@ def test_recorder_writes_hdf5(tmp_path):
     assert ep["instruction"].startswith("Open a drawer")
     assert bool(ep["success"]) and ep["task"] == "open_drawer"
     assert ep["head_rgb"].max() > 0  # real images
+
+
+def test_bc_clonability_records_chunks_and_fits_one_episode():
+    """benchmarks/bc_clonability.py: chunk targets are the next K expert actions; DART noise changes
+    what is executed, not the labels; the OFT-factorised clone memorises one episode; the `side`
+    variant takes the arm on the object's side."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+    from benchmarks import bc_clonability as B
+
+    d = B._record(("pick_and_place", 0, "one", 0.0))
+    assert d is not None and d["chunks"].shape[1:] == (B.K, 23) and d["pos"].shape[1] == 6
+    np.testing.assert_array_equal(d["chunks"][1:, 0], d["chunks"][:-1, 1])
+    noisy = B._record(("pick_and_place", 0, "one", 0.002))
+    assert noisy is not None
+    # Nearly the same labels at first (the script's commands hardly read the state), other states.
+    np.testing.assert_allclose(noisy["chunks"][:5, 0], d["chunks"][:5, 0], atol=0.02)
+    assert np.abs(noisy["proprio"][10] - d["proprio"][10]).max() > 1e-5
+    clone = B.train([d], noise=0.0, steps=150, batch=64, seed=0)
+    assert clone["token_accuracy"] > 0.6, clone["token_accuracy"]
+    # Some seed puts the object on the robot's right: `side` grasps it with the right hand.
+    arms_used = set()
+    for seed in range(6):
+        ep = B._record(("pick_and_place", seed, "side", 0.0))
+        if ep is not None:
+            grip = ep["chunks"][:, 0][:, [GRIP["left"], GRIP["right"]]]
+            arms_used |= {arm for arm, g in zip(("left", "right"), grip.T) if np.ptp(g) > 0.5}
+    assert arms_used == {"left", "right"}, arms_used

@@ -1,0 +1,312 @@
+"""Can an OFT-style policy clone a scripted expert? A cheap proxy for SFT, on the CPU, in minutes.
+
+OpenVLA-OFT predicts a chunk of K actions as K x 23 tokens of 256 bins, each decoded on its own
+(parallel decoding). Demonstrations whose action, at a given state, could be one of two quite
+different motions (say, the left or the right arm reaching for the object) are bimodal per joint,
+and per-joint argmax can mix the two modes into a motion that is neither. This script measures how
+well such a policy clones each expert when perception is not the problem:
+
+1. records expert demonstrations (held-in seeds 0..N-1, instance = seed), without rendering;
+2. trains a small MLP on privileged state - proprio plus the moved object's and the target's
+   positions and yaws in the robot's frame, with optional Gaussian noise on those positions
+   (`--noise`, metres: a stand-in for a vision policy's uncertainty about where the object is) -
+   with OFT's factorisation: one 256-way cross-entropy per action dimension and chunk step, targets
+   binned with q01/q99 `norm_stats` (`vla_policies`' own tokenizer and normaliser);
+3. runs it closed loop on held-out seeds (100000+), executing each decoded chunk open loop, greedy
+   (argmax per token), and reports success, how many episodes came within 5 cm of the object, lifted
+   it 2 cm, and how often a chunk moved both arms (a sign of mixed modes).
+
+Expert variants (`--arms`): `one` is the shipped skill expert (always the left arm); `side` the same
+expert choosing the arm by the object's side, as `ScriptedExpert.arm_for` does.
+
+    python benchmarks/bc_clonability.py --tasks pick_and_place --arms one side --noise 0 0.03
+
+Prints one line per (task, arms, noise) and writes `--out` (JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import types
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+# torch, timm and torchvision before any GL context: importing them after EGL is up segfaults.
+import torch  # noqa: E402
+
+from algorithms.sft import _GRIPPERS  # noqa: E402  (imports vla_policies, timm, torchvision)
+from vla_policies.openvla_oft.action_tokenizer import ActionNormalizer, ActionTokenizer  # noqa: E402
+
+K = 8  # chunk length, as in the learning runs
+N_BINS = 256
+EVAL_SEED = 100_000
+
+
+def _make(task: str, seed: int, arms: str):
+    import gymnasium as gym
+
+    import behavior_gym  # noqa: F401  (registers the env)
+    from behavior_gym.experts import make_expert
+    from behavior_gym.experts.base import ScriptedExpert
+
+    env = gym.make("Behavior-R1Pro-v0", task=task, instance_id=seed, obs_every=10**9, image_size=16)
+    obs, _ = env.reset(seed=seed)
+    expert = make_expert(env)
+    if arms == "side":
+        expert.arm_for = types.MethodType(ScriptedExpert.arm_for, expert)
+    expert.reset()
+    return env, obs, expert
+
+
+class _Probe:
+    """The privileged state a clone gets for `task` (object positions in the robot's frame and yaws
+    relative to its heading) and how far the episode came (closest hand-object distance, lift).
+    Pick-style skills: the moved object and its target; open_drawer: the top drawer's handle."""
+
+    def __init__(self, env, expert):
+        from behavior_gym.wrappers.shaping import SkillProgress, moved_and_target, supports
+
+        self.expert = expert
+        backend = env.unwrapped.backend
+        if supports(env.unwrapped.task):
+            self.bodies = moved_and_target(backend.task)
+            self.skill = SkillProgress(backend)
+            self.handle = None
+        else:
+            cab = next((o for o in backend.task.scene.objects.values() if o.openables), None)
+            if cab is None:
+                raise SystemExit(f"{env.unwrapped.task}: no clone features for this task (pick-style skills and "
+                                 "open_drawer only)")
+            self.bodies = (cab.name,)
+            self.skill = None
+            self.handle = backend.model.geom(f"{cab.name}/drawer{len(cab.openables) - 1}/handle").id
+
+    def _points(self) -> list[np.ndarray]:
+        e = self.expert
+        pts = [e.center(name) for name in self.bodies]
+        return pts if self.handle is None else [e.data.geom_xpos[self.handle].copy(), *pts]
+
+    def features(self) -> tuple[np.ndarray, np.ndarray]:
+        """(yaw features, positions in the robot frame) of this state."""
+        e = self.expert
+        byaw = e.base_pose()[2]
+        yaws = []
+        for name in self.bodies:
+            d = e.body_yaw(name) - byaw
+            yaws += [math.sin(2 * d), math.cos(2 * d), math.sin(4 * d), math.cos(4 * d)]
+        pos = np.concatenate([e.to_robot(p) for p in self._points()])
+        return np.asarray(yaws, np.float32), pos.astype(np.float32)
+
+    def progress(self) -> tuple[float, float, float]:
+        """(closest hand's distance to the object or handle, the object's lift, its xy distance to the
+        target) in metres; 0 for what does not apply."""
+        if self.skill is not None:
+            return self.skill()
+        e, h = self.expert, self.expert.data.geom_xpos[self.handle]
+        reach = min(float(np.linalg.norm(e.data.site_xpos[e.idx.eef_site[arm]] - h)) for arm in ("left", "right"))
+        return reach, 0.0, 0.0
+
+
+def _record(job: tuple[str, int, str, float]) -> dict | None:
+    """One expert episode's states and chunk targets. With `dart` > 0 the executed torso and arm
+    targets get Gaussian noise of that many radians while the recorded labels stay the expert's
+    (DART, Laskey et al. 2017): the demonstrations then show the way back from states a little off
+    the expert's path, where a clone's own errors take it."""
+    from behavior_gym.experts.base import ARM, TORSO
+
+    task, seed, arms, dart = job
+    env, obs, expert = _make(task, seed, arms)
+    probe = _Probe(env, expert)
+    joints = np.concatenate([np.arange(23)[TORSO], np.arange(23)[ARM["left"]], np.arange(23)[ARM["right"]]])
+    gen = np.random.default_rng(seed)
+    proprio, yaws, pos, actions = [], [], [], []
+    info = {}
+    for _ in range(env.unwrapped.max_episode_steps):
+        y, p = probe.features()
+        a = expert.act(obs)
+        proprio.append(obs["proprio"].copy())
+        yaws.append(y)
+        pos.append(p)
+        actions.append(a)
+        if dart > 0:
+            a = a.copy()
+            a[joints] += gen.normal(0.0, dart, len(joints)).astype(np.float32)
+        obs, _, terminated, truncated, info = env.step(a)
+        if terminated or truncated:
+            break
+    env.close()
+    if not info.get("success_once"):
+        return None
+    actions = np.stack(actions)
+    idx = np.minimum(np.arange(len(actions))[:, None] + np.arange(K)[None], len(actions) - 1)
+    return {"proprio": np.stack(proprio), "yaws": np.stack(yaws), "pos": np.stack(pos), "chunks": actions[idx]}
+
+
+class Clone(torch.nn.Module):
+    """MLP trunk -> one E-dim state per action token (K x 23) -> a shared 256-way head: OFT's parallel
+    decoding, where every action position's final hidden state goes through the same LM head and is
+    decoded independently."""
+
+    def __init__(self, n_in: int, hidden: int = 512, per_token: int = 48):
+        super().__init__()
+        self.per_token = per_token
+        self.trunk = torch.nn.Sequential(torch.nn.Linear(n_in, hidden), torch.nn.GELU(),
+                                         torch.nn.Linear(hidden, hidden), torch.nn.GELU(),
+                                         torch.nn.Linear(hidden, K * 23 * per_token))
+        self.head = torch.nn.Sequential(torch.nn.GELU(), torch.nn.Linear(per_token, N_BINS))
+
+    def forward(self, x):
+        return self.head(self.trunk(x).view(-1, K * 23, self.per_token))
+
+
+def _inputs(proprio, yaws, pos, mu, sd, noise: float, gen: np.random.Generator | None) -> torch.Tensor:
+    if noise > 0:
+        pos = pos + gen.normal(0.0, noise, pos.shape).astype(np.float32)
+    x = np.concatenate([proprio, yaws, pos], -1)
+    return torch.as_tensor((x - mu) / sd, dtype=torch.float32)
+
+
+def train(demos: list[dict], noise: float, steps: int, batch: int, seed: int):
+    proprio = np.concatenate([d["proprio"] for d in demos])
+    yaws = np.concatenate([d["yaws"] for d in demos])
+    pos = np.concatenate([d["pos"] for d in demos])
+    chunks = np.concatenate([d["chunks"] for d in demos])
+    flat = chunks.reshape(-1, 23)
+    mask = np.ones(23, bool)
+    mask[list(_GRIPPERS)] = False
+    norm = ActionNormalizer(np.quantile(flat, 0.01, 0), np.quantile(flat, 0.99, 0), mask)
+    tok = ActionTokenizer(N_BINS)
+    bins = tok.encode_bins(norm.normalize(torch.as_tensor(chunks.reshape(len(chunks), -1)))).long()
+    x_all = np.concatenate([proprio, yaws, pos], -1)
+    mu, sd = x_all.mean(0), x_all.std(0) + 1e-3
+    torch.manual_seed(seed)
+    gen = np.random.default_rng(seed)
+    model = Clone(x_all.shape[1])
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    acc = loss = float("nan")
+    for _ in range(steps):
+        i = gen.integers(0, len(chunks), batch)
+        logits = model(_inputs(proprio[i], yaws[i], pos[i], mu, sd, noise, gen))
+        ce = torch.nn.functional.cross_entropy(logits.reshape(-1, N_BINS), bins[i].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        ce.backward()
+        opt.step()
+        sched.step()
+        loss = ce.item()
+        acc = float((logits.argmax(-1) == bins[i]).float().mean())
+    model.eval()
+    return {"model": model, "norm": norm, "tok": tok, "mu": mu, "sd": sd, "loss": loss, "token_accuracy": acc,
+            "samples": len(chunks)}
+
+
+_LOADED: dict[str, dict] = {}  # the clone a pool worker evaluates, by file
+
+
+def _evaluate(job: tuple) -> dict:
+    from behavior_gym.experts.base import ARM
+
+    task, seed, arms, path, noise = job
+    torch.set_num_threads(1)
+    if path not in _LOADED:
+        _LOADED.clear()
+        _LOADED[path] = torch.load(path, weights_only=False)
+    clone = _LOADED[path]
+    env, obs, expert = _make(task, seed, arms)
+    probe = _Probe(env, expert)
+    gen = np.random.default_rng(seed)
+    closest, lift, both, chunks, steps, first_lift, to_target, info = 1e9, -1e9, 0, 0, 0, None, 0.0, {}
+    done = False
+    while not done:
+        y, p = probe.features()
+        x = _inputs(obs["proprio"][None], y[None], p[None], clone["mu"], clone["sd"], noise, gen)
+        with torch.no_grad():
+            b = clone["model"](x).argmax(-1)
+        act = clone["norm"].unnormalize(clone["tok"].decode_bins(b)).numpy().reshape(K, 23)
+        span = [np.ptp(act[:, ARM[arm]], axis=0).max() for arm in ("left", "right")]
+        both += int(min(span) > 0.05)
+        chunks += 1
+        for a in act:
+            obs, _, terminated, truncated, info = env.step(a)
+            r, lf, to_target = probe.progress()
+            closest, lift = min(closest, r), max(lift, lf)
+            first_lift = first_lift if first_lift is not None or lf < 0.02 else steps
+            steps += 1
+            if terminated or truncated:
+                done = True
+                break
+    env.close()
+    return {"seed": seed, "success": bool(info.get("success_once")), "closest_cm": 100 * closest,
+            "lift_cm": 100 * lift, "first_lift_step": first_lift, "final_to_target_cm": 100 * to_target,
+            "steps": steps, "both_arms_chunks": both / max(chunks, 1)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", nargs="+", default=["pick_and_place"])
+    ap.add_argument("--arms", nargs="+", default=["one", "side"], choices=["one", "side"])
+    ap.add_argument("--noise", nargs="+", type=float, default=[0.0, 0.03], help="metres of position noise")
+    ap.add_argument("--demos", type=int, default=150, help="expert episodes per task and expert variant")
+    ap.add_argument("--dart", type=float, default=0.0, help="radians of noise on the executed joint targets "
+                    "while recording (labels stay the expert's)")
+    ap.add_argument("--episodes", type=int, default=50, help="held-out evaluation episodes per cell")
+    ap.add_argument("--steps", type=int, default=3000, help="training steps")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--out", default="runs/bc_clonability.json")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(max(1, a.workers))
+    ctx = get_context("forkserver")
+    rows = []
+    with ProcessPoolExecutor(a.workers, mp_context=ctx) as pool, tempfile.TemporaryDirectory() as tmp:
+        for task in a.tasks:
+            for arms in a.arms:
+                t0 = time.perf_counter()
+                jobs = [(task, s, arms, a.dart) for s in range(a.demos)]
+                demos = [d for d in pool.map(_record, jobs, chunksize=4) if d is not None]
+                t_demo = time.perf_counter() - t0
+                for noise in a.noise:
+                    t0 = time.perf_counter()
+                    clone = train(demos, noise, a.steps, a.batch, seed=0)
+                    t_train = time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    path = os.path.join(tmp, f"{task}_{arms}_{noise}.pt")
+                    torch.save(clone, path)
+                    jobs = [(task, EVAL_SEED + s, arms, path, noise) for s in range(a.episodes)]
+                    eps = list(pool.map(_evaluate, jobs))
+                    row = {"task": task, "arms": arms, "noise_m": noise, "dart_rad": a.dart, "demos": len(demos),
+                           "samples": clone["samples"],
+                           "token_accuracy": clone["token_accuracy"], "loss": clone["loss"],
+                           "success": float(np.mean([e["success"] for e in eps])),
+                           "reached_5cm": float(np.mean([e["closest_cm"] < 5 for e in eps])),
+                           "lifted_2cm": float(np.mean([e["lift_cm"] > 2 for e in eps])),
+                           "median_closest_cm": float(np.median([e["closest_cm"] for e in eps])),
+                           "both_arms_chunks": float(np.mean([e["both_arms_chunks"] for e in eps])),
+                           "seconds": {"demos": t_demo, "train": t_train, "eval": time.perf_counter() - t0},
+                           "episodes": eps}
+                    rows.append(row)
+                    print(f"{task:<15} arms={arms:<4} noise={100 * noise:3.0f} cm  dart {a.dart:.2f}  "
+                          f"demos {len(demos):3d}  "
+                          f"tok.acc {row['token_accuracy']:.2f}  success {row['success']:5.0%}  "
+                          f"reach<5cm {row['reached_5cm']:4.0%}  lift {row['lifted_2cm']:4.0%}  "
+                          f"closest {row['median_closest_cm']:5.1f} cm  two-arm chunks {row['both_arms_chunks']:4.0%}  "
+                          f"({t_demo:.0f}+{row['seconds']['train']:.0f}+{row['seconds']['eval']:.0f} s)", flush=True)
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    with open(a.out, "w") as f:
+        json.dump(rows, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
