@@ -65,6 +65,8 @@ class ScriptedExpert:
     drive_gain = 2.5  # 1/s: base velocity per metre of remaining distance
     drive_min_speed = 0.0  # m/s: the least speed short of the goal (0: proportional to the end)
     turn_min_speed = 0.0  # rad/s: likewise for turning
+    # `reach` tries these in turn: the arm alone (torso held), then with the torso free to lean.
+    torso_locks: tuple[bool, ...] = (True, False)
 
     def __init__(self, env):
         self.env = env.unwrapped
@@ -292,7 +294,7 @@ class ScriptedExpert:
         best = None
         # Fingers as vertical as possible; the arm alone before leaning the torso.
         for pitch in pitches:
-            for lock in (True, False):
+            for lock in self.torso_locks:
                 q, err = self.ik[arm].solve(self.data, pos, grasp_rotation(yaw, pitch, tilt), q0=q0, torso_lock=lock)
                 if best is None or err < best[1] - 1e-4:
                     best = (q, err, pitch, lock)

@@ -37,6 +37,10 @@ class _StayingExpert(ScriptedExpert):
     # Where it drives, it does so at a visible speed to the end (no creeping final centimetres).
     drive_min_speed = 0.12
     turn_min_speed = 0.3
+    # One IK mode, torso free: trying the arm alone first switched between two postures (torso
+    # upright or leaning) by whether the object lay a few millimetres inside the arm's reach, so
+    # nearby objects got very different joint targets, which a clone cannot tell apart.
+    torso_locks = (False,)
 
     def arm_for(self, p) -> str:
         return self.ARM

@@ -83,8 +83,8 @@ def _creep(base_speed: list[float], low: float = 0.02, high: float = 0.1) -> int
 @pytest.mark.parametrize("task", ["pick_and_place", "stacking"])
 def test_skill_experts_grasp_with_one_arm_and_never_creep(task):
     """Demonstrations for cloning: always the left arm (an OFT policy decodes each joint's token on its
-    own, so a choice of arm by the object's side is a bimodal target); the base, where it moves at
-    all, moves visibly to the end instead of creeping the last centimetres."""
+    own, so a choice of arm by the object's side is a bimodal target), always the same IK mode; the
+    base, where it moves at all, moves visibly to the end instead of creeping the last centimetres."""
     still = 0
     for seed in range(4):
         env = gym.make("Behavior-R1Pro-v0", task=task, instance_id=seed, obs_every=10**9, image_size=32)
@@ -104,6 +104,8 @@ def test_skill_experts_grasp_with_one_arm_and_never_creep(task):
         grip = np.array(grip)
         assert np.ptp(grip[:, 0]) > 0.5 and np.ptp(grip[:, 1]) == 0, f"{task} seed {seed}: not the left hand alone"
         assert _creep(base) <= 6, f"{task} seed {seed}: the base crept for {_creep(base)} steps"
+        # One IK mode (torso free), not "arm alone if that reaches": no switch between two postures.
+        assert expert._lock.get("left") is False, f"{task} seed {seed}: reached with the torso held"
         still += max(base) < 0.05
     assert still >= 1, f"{task}: the base drove in all 4 episodes, though the objects start within reach"
 
