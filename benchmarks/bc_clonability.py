@@ -46,9 +46,14 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import torch  # noqa: E402
 
 from algorithms.sft import _GRIPPERS  # noqa: E402  (imports vla_policies, timm, torchvision)
+from behavior_gym.spaces import ACTION_PART, PROPRIO_SLICES  # noqa: E402
 from vla_policies.openvla_oft.action_tokenizer import ActionNormalizer, ActionTokenizer  # noqa: E402
 
 K = 8  # chunk length, as in the learning runs
+# Torso and arm joint targets, and where the proprio holds those joints' positions (delta actions).
+JOINT_ACT = np.r_[ACTION_PART["torso"].slice, ACTION_PART["left_arm"].slice, ACTION_PART["right_arm"].slice]
+JOINT_PROPRIO = np.r_[PROPRIO_SLICES["trunk_qpos"], PROPRIO_SLICES["left_joint_qpos"],
+                      PROPRIO_SLICES["right_joint_qpos"]]
 N_BINS = 256
 EVAL_SEED = 100_000
 
@@ -177,12 +182,23 @@ def _inputs(proprio, yaws, pos, mu, sd, noise: float, gen: np.random.Generator |
     return torch.as_tensor((x - mu) / sd, dtype=torch.float32)
 
 
-def train(demos: list[dict], noise: float, steps: int, batch: int, seed: int):
+def train(demos: list[dict], noise: float, steps: int, batch: int, seed: int, delta: bool = False):
+    """Fit a clone. `delta`: the torso and arm targets are learned relative to the joints' positions
+    at the chunk's first frame (an action parameterisation of the policy; the env action stays the
+    absolute target). Every 10th episode is held out for the token accuracies per action part."""
+    held = np.zeros(sum(len(d["chunks"]) for d in demos), bool)
+    at = 0
+    for k, d in enumerate(demos):
+        held[at:at + len(d["chunks"])] = k % 10 == 9
+        at += len(d["chunks"])
     proprio = np.concatenate([d["proprio"] for d in demos])
     yaws = np.concatenate([d["yaws"] for d in demos])
     pos = np.concatenate([d["pos"] for d in demos])
     chunks = np.concatenate([d["chunks"] for d in demos])
-    flat = chunks.reshape(-1, 23)
+    if delta:
+        chunks = chunks.copy()
+        chunks[:, :, JOINT_ACT] -= proprio[:, None, JOINT_PROPRIO]
+    flat = chunks[~held].reshape(-1, 23)
     mask = np.ones(23, bool)
     mask[list(_GRIPPERS)] = False
     norm = ActionNormalizer(np.quantile(flat, 0.01, 0), np.quantile(flat, 0.99, 0), mask)
@@ -196,8 +212,9 @@ def train(demos: list[dict], noise: float, steps: int, batch: int, seed: int):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     acc = loss = float("nan")
+    fit = np.flatnonzero(~held)
     for _ in range(steps):
-        i = gen.integers(0, len(chunks), batch)
+        i = fit[gen.integers(0, len(fit), batch)]
         logits = model(_inputs(proprio[i], yaws[i], pos[i], mu, sd, noise, gen))
         ce = torch.nn.functional.cross_entropy(logits.reshape(-1, N_BINS), bins[i].reshape(-1))
         opt.zero_grad(set_to_none=True)
@@ -207,8 +224,17 @@ def train(demos: list[dict], noise: float, steps: int, batch: int, seed: int):
         loss = ce.item()
         acc = float((logits.argmax(-1) == bins[i]).float().mean())
     model.eval()
+    val = {}
+    v = np.flatnonzero(held)
+    if len(v):
+        with torch.no_grad():
+            pred = model(_inputs(proprio[v], yaws[v], pos[v], mu, sd, noise, gen)).argmax(-1).view(len(v), K, 23)
+        err = (pred - bins[v].view(len(v), K, 23)).abs()
+        val = {"token_accuracy": float((err == 0).float().mean()),
+               "within_2_bins": {name: float((err[:, :, part.slice] <= 2).float().mean())
+                                 for name, part in ACTION_PART.items()}}
     return {"model": model, "norm": norm, "tok": tok, "mu": mu, "sd": sd, "loss": loss, "token_accuracy": acc,
-            "samples": len(chunks)}
+            "samples": len(chunks), "delta": delta, "val": val}
 
 
 _LOADED: dict[str, dict] = {}  # the clone a pool worker evaluates, by file
@@ -217,7 +243,7 @@ _LOADED: dict[str, dict] = {}  # the clone a pool worker evaluates, by file
 def _evaluate(job: tuple) -> dict:
     from behavior_gym.experts.base import ARM
 
-    task, seed, arms, path, noise = job
+    task, seed, arms, path, noise, execute = job
     torch.set_num_threads(1)
     if path not in _LOADED:
         _LOADED.clear()
@@ -234,10 +260,12 @@ def _evaluate(job: tuple) -> dict:
         with torch.no_grad():
             b = clone["model"](x).argmax(-1)
         act = clone["norm"].unnormalize(clone["tok"].decode_bins(b)).numpy().reshape(K, 23)
+        if clone["delta"]:
+            act[:, JOINT_ACT] += obs["proprio"][JOINT_PROPRIO]
         span = [np.ptp(act[:, ARM[arm]], axis=0).max() for arm in ("left", "right")]
         both += int(min(span) > 0.05)
         chunks += 1
-        for a in act:
+        for a in act[:execute]:
             obs, _, terminated, truncated, info = env.step(a)
             r, lf, to_target = probe.progress()
             closest, lift = min(closest, r), max(lift, lf)
@@ -252,12 +280,35 @@ def _evaluate(job: tuple) -> dict:
             "steps": steps, "both_arms_chunks": both / max(chunks, 1)}
 
 
+def _summary(clone: dict, eps: list[dict]) -> dict:
+    return {"samples": clone["samples"], "token_accuracy": clone["token_accuracy"], "loss": clone["loss"],
+            "val": clone["val"], "success": float(np.mean([e["success"] for e in eps])),
+            "reached_5cm": float(np.mean([e["closest_cm"] < 5 for e in eps])),
+            "lifted_2cm": float(np.mean([e["lift_cm"] > 2 for e in eps])),
+            "median_closest_cm": float(np.median([e["closest_cm"] for e in eps])),
+            "both_arms_chunks": float(np.mean([e["both_arms_chunks"] for e in eps]))}
+
+
+def _line(r: dict) -> str:
+    sec = r["seconds"]
+    return (f"{r['task']:<15} arms={r['arms']:<4} {r['actions']:<8} exec {r['execute']}  "
+            f"noise={100 * r['noise_m']:3.0f} cm  dart {r['dart_rad']:.2f}  demos {r['demos']:3d}  "
+            f"tok.acc {r['token_accuracy']:.2f} (held-out {r['val'].get('token_accuracy', 0):.2f})  "
+            f"success {r['success']:5.0%}  reach<5cm {r['reached_5cm']:4.0%}  lift {r['lifted_2cm']:4.0%}  "
+            f"closest {r['median_closest_cm']:5.1f} cm  two-arm chunks {r['both_arms_chunks']:4.0%}  "
+            f"({sec['demos']:.0f}+{sec['train']:.0f}+{sec['eval']:.0f} s)")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", default=["pick_and_place"])
     ap.add_argument("--arms", nargs="+", default=["one", "side"], choices=["one", "side"])
     ap.add_argument("--noise", nargs="+", type=float, default=[0.0, 0.03], help="metres of position noise")
     ap.add_argument("--demos", type=int, default=150, help="expert episodes per task and expert variant")
+    ap.add_argument("--actions", nargs="+", default=["absolute"], choices=["absolute", "delta"],
+                    help="torso/arm targets learned as they are, or relative to the joints' positions")
+    ap.add_argument("--execute", nargs="+", type=int, default=[K],
+                    help="actions of each predicted chunk executed before the next prediction (1..8)")
     ap.add_argument("--dart", type=float, default=0.0, help="radians of noise on the executed joint targets "
                     "while recording (labels stay the expert's)")
     ap.add_argument("--episodes", type=int, default=50, help="held-out evaluation episodes per cell")
@@ -276,32 +327,23 @@ def main(argv=None) -> int:
                 jobs = [(task, s, arms, a.dart) for s in range(a.demos)]
                 demos = [d for d in pool.map(_record, jobs, chunksize=4) if d is not None]
                 t_demo = time.perf_counter() - t0
-                for noise in a.noise:
+                for noise, actions in [(n, m) for n in a.noise for m in a.actions]:
                     t0 = time.perf_counter()
-                    clone = train(demos, noise, a.steps, a.batch, seed=0)
+                    clone = train(demos, noise, a.steps, a.batch, seed=0, delta=actions == "delta")
                     t_train = time.perf_counter() - t0
                     t0 = time.perf_counter()
-                    path = os.path.join(tmp, f"{task}_{arms}_{noise}.pt")
+                    path = os.path.join(tmp, f"{task}_{arms}_{noise}_{actions}.pt")
                     torch.save(clone, path)
-                    jobs = [(task, EVAL_SEED + s, arms, path, noise) for s in range(a.episodes)]
-                    eps = list(pool.map(_evaluate, jobs))
-                    row = {"task": task, "arms": arms, "noise_m": noise, "dart_rad": a.dart, "demos": len(demos),
-                           "samples": clone["samples"],
-                           "token_accuracy": clone["token_accuracy"], "loss": clone["loss"],
-                           "success": float(np.mean([e["success"] for e in eps])),
-                           "reached_5cm": float(np.mean([e["closest_cm"] < 5 for e in eps])),
-                           "lifted_2cm": float(np.mean([e["lift_cm"] > 2 for e in eps])),
-                           "median_closest_cm": float(np.median([e["closest_cm"] for e in eps])),
-                           "both_arms_chunks": float(np.mean([e["both_arms_chunks"] for e in eps])),
-                           "seconds": {"demos": t_demo, "train": t_train, "eval": time.perf_counter() - t0},
-                           "episodes": eps}
-                    rows.append(row)
-                    print(f"{task:<15} arms={arms:<4} noise={100 * noise:3.0f} cm  dart {a.dart:.2f}  "
-                          f"demos {len(demos):3d}  "
-                          f"tok.acc {row['token_accuracy']:.2f}  success {row['success']:5.0%}  "
-                          f"reach<5cm {row['reached_5cm']:4.0%}  lift {row['lifted_2cm']:4.0%}  "
-                          f"closest {row['median_closest_cm']:5.1f} cm  two-arm chunks {row['both_arms_chunks']:4.0%}  "
-                          f"({t_demo:.0f}+{row['seconds']['train']:.0f}+{row['seconds']['eval']:.0f} s)", flush=True)
+                    for execute in a.execute:
+                        t0 = time.perf_counter()
+                        jobs = [(task, EVAL_SEED + s, arms, path, noise, execute) for s in range(a.episodes)]
+                        eps = list(pool.map(_evaluate, jobs))
+                        row = {"task": task, "arms": arms, "actions": actions, "execute": execute, "noise_m": noise,
+                               "dart_rad": a.dart, "demos": len(demos), **_summary(clone, eps),
+                               "seconds": {"demos": t_demo, "train": t_train, "eval": time.perf_counter() - t0},
+                               "episodes": eps}
+                        rows.append(row)
+                        print(_line(row), flush=True)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(rows, f, indent=1)
