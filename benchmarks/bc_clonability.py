@@ -21,7 +21,7 @@ expert choosing the arm by the object's side, as `ScriptedExpert.arm_for` does.
 
     python benchmarks/bc_clonability.py --tasks pick_and_place --arms one side --noise 0 0.03
 
-Prints one line per (task, arms, noise) and writes `--out` (JSON).
+Prints one line per (task, arms, actions, noise, execute) and writes `--out` (JSON, every episode).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 # torch, timm and torchvision before any GL context: importing them after EGL is up segfaults.
 import torch  # noqa: E402
 
-from algorithms.sft import _GRIPPERS  # noqa: E402  (imports vla_policies, timm, torchvision)
+from algorithms.sft import _GRIPPERS, _chunks  # noqa: E402  (imports vla_policies, timm, torchvision)
 from behavior_gym.spaces import ACTION_PART, PROPRIO_SLICES  # noqa: E402
 from vla_policies.openvla_oft.action_tokenizer import ActionNormalizer, ActionTokenizer  # noqa: E402
 
@@ -128,12 +128,9 @@ def _record(job: tuple[str, int, str, float]) -> dict | None:
     targets get Gaussian noise of that many radians while the recorded labels stay the expert's
     (DART, Laskey et al. 2017): the demonstrations then show the way back from states a little off
     the expert's path, where a clone's own errors take it."""
-    from behavior_gym.experts.base import ARM, TORSO
-
     task, seed, arms, dart = job
     env, obs, expert = _make(task, seed, arms)
     probe = _Probe(env, expert)
-    joints = np.concatenate([np.arange(23)[TORSO], np.arange(23)[ARM["left"]], np.arange(23)[ARM["right"]]])
     gen = np.random.default_rng(seed)
     proprio, yaws, pos, actions = [], [], [], []
     info = {}
@@ -146,16 +143,15 @@ def _record(job: tuple[str, int, str, float]) -> dict | None:
         actions.append(a)
         if dart > 0:
             a = a.copy()
-            a[joints] += gen.normal(0.0, dart, len(joints)).astype(np.float32)
+            a[JOINT_ACT] += gen.normal(0.0, dart, len(JOINT_ACT)).astype(np.float32)
         obs, _, terminated, truncated, info = env.step(a)
         if terminated or truncated:
             break
     env.close()
     if not info.get("success_once"):
         return None
-    actions = np.stack(actions)
-    idx = np.minimum(np.arange(len(actions))[:, None] + np.arange(K)[None], len(actions) - 1)
-    return {"proprio": np.stack(proprio), "yaws": np.stack(yaws), "pos": np.stack(pos), "chunks": actions[idx]}
+    return {"proprio": np.stack(proprio), "yaws": np.stack(yaws), "pos": np.stack(pos),
+            "chunks": _chunks(np.stack(actions), K)}
 
 
 class Clone(torch.nn.Module):
@@ -186,11 +182,7 @@ def train(demos: list[dict], noise: float, steps: int, batch: int, seed: int, de
     """Fit a clone. `delta`: the torso and arm targets are learned relative to the joints' positions
     at the chunk's first frame (an action parameterisation of the policy; the env action stays the
     absolute target). Every 10th episode is held out for the token accuracies per action part."""
-    held = np.zeros(sum(len(d["chunks"]) for d in demos), bool)
-    at = 0
-    for k, d in enumerate(demos):
-        held[at:at + len(d["chunks"])] = k % 10 == 9
-        at += len(d["chunks"])
+    held = np.concatenate([np.full(len(d["chunks"]), k % 10 == 9) for k, d in enumerate(demos)])
     proprio = np.concatenate([d["proprio"] for d in demos])
     yaws = np.concatenate([d["yaws"] for d in demos])
     pos = np.concatenate([d["pos"] for d in demos])
@@ -331,7 +323,6 @@ def main(argv=None) -> int:
                     t0 = time.perf_counter()
                     clone = train(demos, noise, a.steps, a.batch, seed=0, delta=actions == "delta")
                     t_train = time.perf_counter() - t0
-                    t0 = time.perf_counter()
                     path = os.path.join(tmp, f"{task}_{arms}_{noise}_{actions}.pt")
                     torch.save(clone, path)
                     for execute in a.execute:
