@@ -174,3 +174,25 @@ def test_bc_clonability_records_chunks_and_fits_one_episode():
             grip = ep["chunks"][:, 0][:, [GRIP["left"], GRIP["right"]]]
             arms_used |= {arm for arm, g in zip(("left", "right"), grip.T) if np.ptp(g) > 0.5}
     assert arms_used == {"left", "right"}, arms_used
+
+
+@pytest.mark.parametrize("task", ["pick_and_place", "stacking"])
+def test_servo_expert_solves_its_task_closed_loop(task):
+    """The closed-loop expert (re-planned every step from the measured state) solves its task."""
+    from behavior_gym.experts.servo import SERVO_EXPERTS
+
+    wins = 0
+    for seed in range(3):
+        env = gym.make("Behavior-R1Pro-v0", task=task, instance_id=seed, obs_every=10**9, image_size=32)
+        obs, _ = env.reset(seed=seed)
+        expert = SERVO_EXPERTS[task](env)
+        expert.reset()
+        for _ in range(env.unwrapped.max_episode_steps):
+            a = expert.act(obs)
+            assert np.all(a >= ACTION_LOW - 1e-6) and np.all(a <= ACTION_HIGH + 1e-6)
+            obs, _, terminated, truncated, info = env.step(a)
+            if terminated or truncated:
+                break
+        env.close()
+        wins += info["success_once"]
+    assert wins >= 2, f"{task}: {wins}/3"
