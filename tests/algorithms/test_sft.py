@@ -119,3 +119,30 @@ def test_steps_fill_the_time_budget_only_with_max_minutes(demo_dir, tmp_path):
     policy = sft_policy(demos, preset="tiny", image_size=32, config_overrides={"image_sizes": [28, 28]})
     with pytest.raises(ValueError, match="max_minutes"):
         train_sft(policy, demos, SFTConfig(steps=0), str(tmp_path))
+
+
+def test_fp8_agreement_script_compares_a_trained_checkpoint(demo_dir, tmp_path, capsys):
+    """benchmarks/fp8_agreement.py on an SFT checkpoint: bf16/fp32 vs FP8 greedy tokens on demo frames
+    (on the CPU where this torch's `_scaled_mm` takes float8; CUDA asked for without a GPU fails clearly)."""
+    import importlib.util
+
+    from vla_policies.openvla_oft.fp8 import fp8_unsupported_reason
+
+    spec = importlib.util.spec_from_file_location(
+        "fp8_agreement", os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "fp8_agreement.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    demos = load_demos([demo_dir], chunk=8, frame_stride=4)
+    policy = sft_policy(demos, preset="tiny", image_size=32, config_overrides={"image_sizes": [28, 28]})
+    out = train_sft(policy, demos, SFTConfig(steps=4, batch_size=4, warmup_steps=1, random_shift=0), str(tmp_path))
+    args = [out["model_path"], "--demos", demo_dir, "--frames", "6", "--batch", "4"]
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA GPU"):
+            script.main(args)
+    if fp8_unsupported_reason(torch.device("cpu")) is not None:
+        pytest.skip("this torch has no CPU float8 _scaled_mm")
+    assert script.main([*args, "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "6 frames" in text and "greedy tokens equal: " in text and "largest action change per part" in text
+    share = float(text.split("greedy tokens equal: ")[1].split(";")[0])
+    assert 0.5 <= share <= 1.0
