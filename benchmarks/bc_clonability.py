@@ -17,7 +17,8 @@ well such a policy clones each expert when perception is not the problem:
    it 2 cm, and how often a chunk moved both arms (a sign of mixed modes).
 
 Expert variants (`--arms`): `one` is the shipped skill expert (always the left arm); `side` the same
-expert choosing the arm by the object's side, as `ScriptedExpert.arm_for` does.
+expert choosing the arm by the object's side, as `ScriptedExpert.arm_for` does; `servo` the
+closed-loop expert of `behavior_gym.experts.servo` (left arm, re-planned every step).
 
     python benchmarks/bc_clonability.py --tasks pick_and_place --arms one side --noise 0 0.03
 
@@ -67,7 +68,12 @@ def _make(task: str, seed: int, arms: str):
 
     env = gym.make("Behavior-R1Pro-v0", task=task, instance_id=seed, obs_every=10**9, image_size=16)
     obs, _ = env.reset(seed=seed)
-    expert = make_expert(env)
+    if arms == "servo":
+        from behavior_gym.experts.servo import SERVO_EXPERTS
+
+        expert = SERVO_EXPERTS[task](env)
+    else:
+        expert = make_expert(env)
     if arms == "side":
         expert.arm_for = types.MethodType(ScriptedExpert.arm_for, expert)
     expert.reset()
@@ -272,6 +278,34 @@ def _evaluate(job: tuple) -> dict:
             "steps": steps, "both_arms_chunks": both / max(chunks, 1)}
 
 
+def _expert_through_tokens(job: tuple) -> dict:
+    """The expert itself, each action passed through the clone's 256-bin tokenizer (normalise ->
+    bin -> de-normalise): what a perfect OFT clone of it would at best achieve."""
+    task, seed, arms, path = job
+    torch.set_num_threads(1)
+    if path not in _LOADED:
+        _LOADED.clear()
+        _LOADED[path] = torch.load(path, weights_only=False)
+    clone = _LOADED[path]
+    env, obs, expert = _make(task, seed, arms)
+    info = {}
+    for _ in range(env.unwrapped.max_episode_steps):
+        a = expert.act(obs)
+        if clone["delta"]:
+            a = a.copy()
+            a[JOINT_ACT] -= obs["proprio"][JOINT_PROPRIO]
+        x = torch.as_tensor(np.tile(a, K)[None], dtype=torch.float32)
+        q = clone["norm"].unnormalize(clone["tok"].decode_bins(clone["tok"].encode_bins(clone["norm"].normalize(x))))
+        a = q.numpy().reshape(K, 23)[0]
+        if clone["delta"]:
+            a[JOINT_ACT] += obs["proprio"][JOINT_PROPRIO]
+        obs, _, terminated, truncated, info = env.step(a)
+        if terminated or truncated:
+            break
+    env.close()
+    return {"seed": seed, "success": bool(info.get("success_once"))}
+
+
 def _summary(clone: dict, eps: list[dict]) -> dict:
     return {"samples": clone["samples"], "token_accuracy": clone["token_accuracy"], "loss": clone["loss"],
             "val": clone["val"], "success": float(np.mean([e["success"] for e in eps])),
@@ -294,7 +328,7 @@ def _line(r: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", default=["pick_and_place"])
-    ap.add_argument("--arms", nargs="+", default=["one", "side"], choices=["one", "side"])
+    ap.add_argument("--arms", nargs="+", default=["one", "side"], choices=["one", "side", "servo"])
     ap.add_argument("--noise", nargs="+", type=float, default=[0.0, 0.03], help="metres of position noise")
     ap.add_argument("--demos", type=int, default=150, help="expert episodes per task and expert variant")
     ap.add_argument("--actions", nargs="+", default=["absolute"], choices=["absolute", "delta"],
@@ -304,6 +338,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dart", type=float, default=0.0, help="radians of noise on the executed joint targets "
                     "while recording (labels stay the expert's)")
     ap.add_argument("--episodes", type=int, default=50, help="held-out evaluation episodes per cell")
+    ap.add_argument("--ceiling", action="store_true", help="also run the expert with its actions through the "
+                    "clone's tokenizer on the held-out seeds (the best an OFT clone could do)")
     ap.add_argument("--steps", type=int, default=3000, help="training steps")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -325,12 +361,19 @@ def main(argv=None) -> int:
                     t_train = time.perf_counter() - t0
                     path = os.path.join(tmp, f"{task}_{arms}_{noise}_{actions}.pt")
                     torch.save(clone, path)
+                    ceiling = None
+                    if a.ceiling:
+                        jobs = [(task, EVAL_SEED + s, arms, path) for s in range(a.episodes)]
+                        ceiling = float(np.mean([e["success"] for e in pool.map(_expert_through_tokens, jobs)]))
+                        print(f"{task:<15} arms={arms:<5} {actions:<8} expert through 256-bin tokens: success "
+                              f"{ceiling:.0%}", flush=True)
                     for execute in a.execute:
                         t0 = time.perf_counter()
                         jobs = [(task, EVAL_SEED + s, arms, path, noise, execute) for s in range(a.episodes)]
                         eps = list(pool.map(_evaluate, jobs))
                         row = {"task": task, "arms": arms, "actions": actions, "execute": execute, "noise_m": noise,
-                               "dart_rad": a.dart, "demos": len(demos), **_summary(clone, eps),
+                               "dart_rad": a.dart, "demos": len(demos), "expert_through_tokens": ceiling,
+                               **_summary(clone, eps),
                                "seconds": {"demos": t_demo, "train": t_train, "eval": time.perf_counter() - t0},
                                "episodes": eps}
                         rows.append(row)
