@@ -46,7 +46,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 # torch, timm and torchvision before any GL context: importing them after EGL is up segfaults.
 import torch  # noqa: E402
 
-from algorithms.sft import _GRIPPERS, _chunks  # noqa: E402  (imports vla_policies, timm, torchvision)
+from algorithms.sft import _GRIPPERS, _chunks, soft_token_targets  # noqa: E402  (imports vla_policies, timm, torchvision)
 from behavior_gym.spaces import ACTION_PART, PROPRIO_SLICES  # noqa: E402
 from vla_policies.openvla_oft.action_tokenizer import ActionNormalizer, ActionTokenizer  # noqa: E402
 
@@ -184,7 +184,8 @@ def _inputs(proprio, yaws, pos, mu, sd, noise: float, gen: np.random.Generator |
     return torch.as_tensor((x - mu) / sd, dtype=torch.float32)
 
 
-def train(demos: list[dict], noise: float, steps: int, batch: int, seed: int, delta: bool = False):
+def train(demos: list[dict], noise: float, steps: int, batch: int, seed: int, delta: bool = False,
+          sigma: float = 0.0):
     """Fit a clone. `delta`: the torso and arm targets are learned relative to the joints' positions
     at the chunk's first frame (an action parameterisation of the policy; the env action stays the
     absolute target). Every 10th episode is held out for the token accuracies per action part."""
@@ -214,7 +215,10 @@ def train(demos: list[dict], noise: float, steps: int, batch: int, seed: int, de
     for _ in range(steps):
         i = fit[gen.integers(0, len(fit), batch)]
         logits = model(_inputs(proprio[i], yaws[i], pos[i], mu, sd, noise, gen))
-        ce = torch.nn.functional.cross_entropy(logits.reshape(-1, N_BINS), bins[i].reshape(-1))
+        if sigma > 0:
+            ce = -(soft_token_targets(bins[i], N_BINS, sigma) * torch.log_softmax(logits, -1)).sum(-1).mean()
+        else:
+            ce = torch.nn.functional.cross_entropy(logits.reshape(-1, N_BINS), bins[i].reshape(-1))
         opt.zero_grad(set_to_none=True)
         ce.backward()
         opt.step()
@@ -318,7 +322,8 @@ def _summary(clone: dict, eps: list[dict]) -> dict:
 def _line(r: dict) -> str:
     sec = r["seconds"]
     return (f"{r['task']:<15} arms={r['arms']:<4} {r['actions']:<8} exec {r['execute']}  "
-            f"noise={100 * r['noise_m']:3.0f} cm  dart {r['dart_rad']:.2f}  demos {r['demos']:3d}  "
+            f"noise={100 * r['noise_m']:3.0f} cm  dart {r['dart_rad']:.2f}  sigma {r.get('sigma_bins', 0):.0f}  "
+            f"demos {r['demos']:3d}  "
             f"tok.acc {r['token_accuracy']:.2f} (held-out {r['val'].get('token_accuracy', 0):.2f})  "
             f"success {r['success']:5.0%}  reach<5cm {r['reached_5cm']:4.0%}  lift {r['lifted_2cm']:4.0%}  "
             f"closest {r['median_closest_cm']:5.1f} cm  two-arm chunks {r['both_arms_chunks']:4.0%}  "
@@ -338,6 +343,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dart", type=float, default=0.0, help="radians of noise on the executed joint targets "
                     "while recording (labels stay the expert's)")
     ap.add_argument("--episodes", type=int, default=50, help="held-out evaluation episodes per cell")
+    ap.add_argument("--sigma", type=float, default=0.0, help="train on Gaussian-smoothed token targets of this "
+                    "many bins (0: one-hot, OFT's plain cross-entropy)")
     ap.add_argument("--ceiling", action="store_true", help="also run the expert with its actions through the "
                     "clone's tokenizer on the held-out seeds (the best an OFT clone could do)")
     ap.add_argument("--steps", type=int, default=3000, help="training steps")
@@ -357,7 +364,7 @@ def main(argv=None) -> int:
                 t_demo = time.perf_counter() - t0
                 for noise, actions in [(n, m) for n in a.noise for m in a.actions]:
                     t0 = time.perf_counter()
-                    clone = train(demos, noise, a.steps, a.batch, seed=0, delta=actions == "delta")
+                    clone = train(demos, noise, a.steps, a.batch, seed=0, delta=actions == "delta", sigma=a.sigma)
                     t_train = time.perf_counter() - t0
                     path = os.path.join(tmp, f"{task}_{arms}_{noise}_{actions}.pt")
                     torch.save(clone, path)
@@ -372,7 +379,8 @@ def main(argv=None) -> int:
                         jobs = [(task, EVAL_SEED + s, arms, path, noise, execute) for s in range(a.episodes)]
                         eps = list(pool.map(_evaluate, jobs))
                         row = {"task": task, "arms": arms, "actions": actions, "execute": execute, "noise_m": noise,
-                               "dart_rad": a.dart, "demos": len(demos), "expert_through_tokens": ceiling,
+                               "dart_rad": a.dart, "sigma_bins": a.sigma, "demos": len(demos),
+                               "expert_through_tokens": ceiling,
                                **_summary(clone, eps),
                                "seconds": {"demos": t_demo, "train": t_train, "eval": time.perf_counter() - t0},
                                "episodes": eps}

@@ -31,7 +31,8 @@ def main(argv=None) -> int:
     ap.add_argument("--demos", nargs="+", required=True, help="HDF5 demo files or folders (frames to run on)")
     ap.add_argument("--frames", type=int, default=512)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--episodes-per-task", type=int, default=8, help="demo episodes read per task (frames come from these)")
+    ap.add_argument("--episodes-per-task", type=int, default=8,
+                    help="demo episodes read per task (the frames come from these)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cuda", help="cuda (FP8 GEMMs need compute capability >= 8.9); cpu for a "
                     "smoke run where this torch's CPU `_scaled_mm` takes float8")

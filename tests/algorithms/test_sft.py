@@ -146,3 +146,19 @@ def test_fp8_agreement_script_compares_a_trained_checkpoint(demo_dir, tmp_path, 
     assert "6 frames" in text and "greedy tokens equal: " in text and "largest action change per part" in text
     share = float(text.split("greedy tokens equal: ")[1].split(";")[0])
     assert 0.5 <= share <= 1.0
+
+
+def test_label_smoothing_targets_and_training(demo_dir, tmp_path):
+    """`label_sigma`: Gaussian targets around each demonstrated bin (a near miss costs less than a far
+    one), and SFT with them still learns the demonstrated tokens."""
+    from algorithms.sft import soft_token_targets
+
+    t = soft_token_targets(torch.tensor([0, 100, 254]), 255, 2.0)
+    torch.testing.assert_close(t.sum(-1), torch.ones(3))
+    assert t[1].argmax() == 100 and t[1, 101] > t[1, 103] > t[1, 110] and t[0, 0] == t[0].max()
+    torch.manual_seed(0)
+    demos = load_demos([demo_dir], chunk=2, frame_stride=4)
+    policy = sft_policy(demos, preset="tiny", image_size=32, config_overrides={"image_sizes": [28, 28]})
+    cfg = SFTConfig(steps=40, batch_size=8, lr=2e-3, warmup_steps=5, log_every=10, random_shift=0, label_sigma=2.0)
+    out = train_sft(policy, demos, cfg, str(tmp_path))
+    assert out["finished"] and out["token_accuracy"] > 0.2, out  # chance: 1/256
