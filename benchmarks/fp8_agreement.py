@@ -5,7 +5,7 @@ and any perturbation flips the argmax. This script measures it where it matters:
 checkpoint (e.g. the SFT stage's `model/`) on frames of the demonstrations it was trained on. For
 the same inputs it prints the share of equal greedy action tokens, how many bins the unequal ones
 move (median, p90, max), the largest change of a de-normalised action per part, and the relative
-logit difference.
+L2 difference of the logits.
 
     python benchmarks/fp8_agreement.py runs/learning/sft/model --demos runs/learning/demos --frames 512
 
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     print(f"greedy tokens equal: {share[0]:.4f}; within 1 bin: {share[1]:.4f}; within 2 bins: {share[2]:.4f}")
     if len(moved):
         print(f"moved tokens: median {moved.median():.0f} bins, p90 {moved.quantile(0.9):.0f}, max {moved.max():.0f}")
-    print(f"logits: relative difference {rel:.4f}")
+    print(f"logits: relative L2 difference {rel:.4f} (|fp8 - bf16| / |bf16| over all action logits)")
     k = ref_act.shape[-1] // 23
     diff = (fp8_act - ref_act).abs().view(len(idx), k, 23)
     print("largest action change per part: " + ", ".join(
