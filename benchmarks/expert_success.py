@@ -2,6 +2,7 @@
 
     python benchmarks/expert_success.py                 # all experts, 50 seeds each
     python benchmarks/expert_success.py --seeds 10 --tasks pick_and_place stacking
+    python benchmarks/expert_success.py --servo --tasks pick_and_place stacking   # the closed-loop experts
 
 Each episode uses instance_id = seed (so skill variants cycle through objects, colours and sizes)
 and the task's own step limit. Observations are not rendered (`obs_every` is huge): the numbers
@@ -19,7 +20,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 
-def run(task: str, seeds: int) -> dict:
+def run(task: str, seeds: int, servo: bool = False) -> dict:
     import gymnasium as gym
 
     import behavior_gym  # noqa: F401
@@ -31,7 +32,12 @@ def run(task: str, seeds: int) -> dict:
     for seed in range(seeds):
         env = gym.make("Behavior-R1Pro-v0", task=task, instance_id=seed, obs_every=10**9, image_size=32)
         obs, info = env.reset(seed=seed)
-        expert = make_expert(env)
+        if servo:
+            from behavior_gym.experts.servo import SERVO_EXPERTS
+
+            expert = SERVO_EXPERTS[task](env)
+        else:
+            expert = make_expert(env)
         expert.reset()
         for _ in range(env.unwrapped.max_episode_steps):
             obs, _, terminated, truncated, info = env.step(expert.act(obs))
@@ -55,8 +61,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=50)
     p.add_argument("--tasks", nargs="*", default=list(EXPERTS))
+    p.add_argument("--servo", action="store_true", help="the closed-loop experts of behavior_gym.experts.servo "
+                   "(pick_and_place, stacking)")
     a = p.parse_args(argv)
-    rows = [run(t, a.seeds) for t in a.tasks]
+    rows = [run(t, a.seeds, a.servo) for t in a.tasks]
     print(f"\n{'task':<42} {'seeds':>5} {'success':>8} {'mean len':>9} {'steps/s':>8}")
     for r in rows:
         print(f"{r['task']:<42} {r['seeds']:>5} {r['success']:>8.0%} {r['mean_len']:>9.1f} {r['steps_per_s']:>8.0f}")

@@ -14,8 +14,8 @@ at the grasp point, lifts once the object is held, carries it over the target, d
 The way back from a small error is the same rule as the way forward, which is what a clone, whose
 own errors take it off the demonstrated path, would need.
 
-Measured (README, "Does it learn?"): it solves pick_and_place in 50 of 50 seeds and stacking in 28
-of 30, but a state clone of it (`benchmarks/bc_clonability.py --arms servo`) did worse than one of
+Measured (README, "Does it learn?"): it solves pick_and_place in 50 of 50 seeds and stacking in 47
+of 50, but a state clone of it (`benchmarks/bc_clonability.py --arms servo`) did worse than one of
 the scripted expert (2 % against 6 % success with ~190 demonstrations): each target is the measured
 joints plus a small step, so an absolute 256-bin target must reproduce the joint angle to a bin or
 two. Noise of 0.03 rad on its executed joint targets (DART) makes most episodes fail. The shipped
