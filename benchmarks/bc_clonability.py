@@ -242,15 +242,20 @@ def train(demos: list[dict], noise: float, steps: int, batch: int, seed: int, de
 _LOADED: dict[str, dict] = {}  # the clone a pool worker evaluates, by file
 
 
-def _evaluate(job: tuple) -> dict:
-    from behavior_gym.experts.base import ARM
-
-    task, seed, arms, path, noise, execute = job
+def _load_clone(path: str) -> dict:
+    """The clone saved at `path`, loaded once per pool worker (one torch thread: workers run side by side)."""
     torch.set_num_threads(1)
     if path not in _LOADED:
         _LOADED.clear()
         _LOADED[path] = torch.load(path, weights_only=False)
-    clone = _LOADED[path]
+    return _LOADED[path]
+
+
+def _evaluate(job: tuple) -> dict:
+    from behavior_gym.experts.base import ARM
+
+    task, seed, arms, path, noise, execute = job
+    clone = _load_clone(path)
     env, obs, expert = _make(task, seed, arms)
     probe = _Probe(env, expert)
     gen = np.random.default_rng(seed)
@@ -286,11 +291,7 @@ def _expert_through_tokens(job: tuple) -> dict:
     """The expert itself, each action passed through the clone's 256-bin tokenizer (normalise ->
     bin -> de-normalise): what a perfect OFT clone of it would at best achieve."""
     task, seed, arms, path = job
-    torch.set_num_threads(1)
-    if path not in _LOADED:
-        _LOADED.clear()
-        _LOADED[path] = torch.load(path, weights_only=False)
-    clone = _LOADED[path]
+    clone = _load_clone(path)
     env, obs, expert = _make(task, seed, arms)
     info = {}
     for _ in range(env.unwrapped.max_episode_steps):

@@ -29,15 +29,16 @@ def run(task: str, seeds: int, servo: bool = False) -> dict:
     succ, lens, fails = 0, [], {}
     t0 = time.perf_counter()
     steps = 0
+    if servo:
+        from behavior_gym.experts.servo import SERVO_EXPERTS
+
+        make = SERVO_EXPERTS[task]
+    else:
+        make = make_expert
     for seed in range(seeds):
         env = gym.make("Behavior-R1Pro-v0", task=task, instance_id=seed, obs_every=10**9, image_size=32)
         obs, info = env.reset(seed=seed)
-        if servo:
-            from behavior_gym.experts.servo import SERVO_EXPERTS
-
-            expert = SERVO_EXPERTS[task](env)
-        else:
-            expert = make_expert(env)
+        expert = make(env)
         expert.reset()
         for _ in range(env.unwrapped.max_episode_steps):
             obs, _, terminated, truncated, info = env.step(expert.act(obs))

@@ -31,7 +31,7 @@ import numpy as np
 
 from behavior_gym.experts.base import ARM, GRIP, TORSO, ScriptedExpert
 from behavior_gym.experts.ik import grasp_rotation
-from behavior_gym.experts.skills import _StayingExpert
+from behavior_gym.experts.skills import _StayingExpert, place_floor
 
 
 class ServoPickExpert(_StayingExpert):
@@ -149,14 +149,14 @@ class ServoPickExpert(_StayingExpert):
                 self.cmd[g] = -1.0 if (at or (closing and e < 2 * self.at_tol)) else 1.0
                 if self.cmd[g] < 0:
                     goal = np.array([site[0], site[1], z])  # hold still while the fingers close
-        self._move_hand(site, goal, yaw)
+        self._move_hand(site, hand_yaw, goal, yaw)
         return self._hold()
 
     def _down(self, e: float, funnel: float | None = None) -> float:
         """How far down the funnel (0: at the hover height, 1: at the bottom) for a horizontal error."""
         return float(np.clip(1.0 - (e - 0.5 * self.at_tol) / (funnel or self.funnel), 0.0, 1.0))
 
-    def _move_hand(self, site: np.ndarray, goal: np.ndarray, yaw: float) -> None:
+    def _move_hand(self, site: np.ndarray, hand_yaw: float, goal: np.ndarray, yaw: float) -> None:
         """Set the torso and arm targets one IK step from the measured joints: the hand up to
         `lookahead` towards `goal`, turning up to `max_turn` towards fingers down, closing across
         `yaw`. Near the goal a small integral term (`_trim`) takes up what the servos' sag under a
@@ -171,7 +171,6 @@ class ServoPickExpert(_StayingExpert):
         else:
             self._trim = 0.8 * self._trim
         step = d * (self.lookahead / n) if n > self.lookahead else d
-        _, hand_yaw = self.hand()
         turn = (yaw - hand_yaw + math.pi) % (2 * math.pi) - math.pi
         yaw = hand_yaw + float(np.clip(turn, -self.max_turn, self.max_turn))
         q_meas = np.concatenate([self.data.qpos[self.idx.torso_qpos], self.data.qpos[self.idx.arm_qpos[self.arm]]])
@@ -190,8 +189,7 @@ class ServoPickAndPlaceExpert(ServoPickExpert):
 
     def place(self):
         tlo, thi = self.aabb(self.target)
-        floor = tlo[2] + (0.012 if self.target.startswith("bowl") else thi[2] - tlo[2])
-        return (tlo + thi)[:2] / 2, floor, None
+        return (tlo + thi)[:2] / 2, place_floor(self.target, tlo, thi), None
 
 
 class ServoStackingExpert(ServoPickExpert):
@@ -200,7 +198,6 @@ class ServoStackingExpert(ServoPickExpert):
     def place(self):
         blo, bhi = self.aabb(self.target)
         return (blo + bhi)[:2] / 2, bhi[2], self.body_yaw(self.target)
-
 
 
 SERVO_EXPERTS: dict[str, type[ServoPickExpert]] = {"pick_and_place": ServoPickAndPlaceExpert,

@@ -73,6 +73,12 @@ class _StayingExpert(ScriptedExpert):
         return True
 
 
+def place_floor(target: str, lo: np.ndarray, hi: np.ndarray) -> float:
+    """Where a placed object's bottom goes on `target` (its world box `lo`, `hi`): just above a
+    bowl's floor, on a plate's top."""
+    return float(lo[2] + (0.012 if target.startswith("bowl") else hi[2] - lo[2]))
+
+
 class PickAndPlaceExpert(_StayingExpert):
     """Pick the object and put it in the bowl / on the plate."""
 
@@ -82,9 +88,7 @@ class PickAndPlaceExpert(_StayingExpert):
         obj = next(n for n in objs if n != target)
         yield from self.pick(obj, then=self.center(target))
         tlo, thi = self.aabb(target)
-        c = (tlo + thi) / 2
-        floor = tlo[2] + (0.012 if target.startswith("bowl") else thi[2] - tlo[2])
-        yield from self.place_at(c[:2], floor)
+        yield from self.place_at(((tlo + thi) / 2)[:2], place_floor(target, tlo, thi))
         yield from self.wait(10)
 
 
