@@ -19,7 +19,8 @@ from behavior_gym.backends.base import Backend
 log = logging.getLogger(__name__)
 
 
-def _make_backend(backend: str, task, image_size: int, instance_id: int, **task_kwargs) -> Backend:
+def _make_backend(backend: str, task, image_size: int, instance_id: int, grasping_mode: str = "assisted",
+                  **task_kwargs) -> Backend:
     if backend == "auto":
         from behavior_gym.backends import omnigibson_available
 
@@ -33,13 +34,14 @@ def _make_backend(backend: str, task, image_size: int, instance_id: int, **task_
 
         if not isinstance(task, EmbeddedTask):
             task = make_task(task, instance_id=instance_id, **task_kwargs)
-        return MujocoBackend(task, image_size, instance_id)
+        return MujocoBackend(task, image_size, instance_id, grasping_mode=grasping_mode)
     if backend == "omnigibson":
         from behavior_gym.backends.omnigibson import OmniGibsonBackend
 
         if not isinstance(task, str):
             raise ValueError("the OmniGibson backend takes a BEHAVIOR activity name as `task`")
-        return OmniGibsonBackend(task, image_size=image_size, instance_id=instance_id, **task_kwargs)
+        return OmniGibsonBackend(task, image_size=image_size, instance_id=instance_id, grasping_mode=grasping_mode,
+                                 **task_kwargs)
     raise ValueError(
         f"unknown backend {backend!r}; choose 'mujoco' (embedded, runs anywhere), 'omnigibson' "
         "(BEHAVIOR-1K on Isaac Sim: install BEHAVIOR-1K and set OMNIGIBSON_DATA_PATH and ISAAC_PATH) or 'auto'"
@@ -65,6 +67,8 @@ class BehaviorR1ProEnv(gym.Env):
             last frames and set ``info["obs_fresh"] = False`` (for chunked policies).
         reward_coef: scale of the potential reward.
         success_bonus: reward added on the step the goal first holds.
+        grasping_mode: ``"assisted"`` (BEHAVIOR's default: a closing gripper holds an object that
+            touches both fingers with a fixed joint) or ``"physical"`` (finger friction only).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
@@ -80,6 +84,7 @@ class BehaviorR1ProEnv(gym.Env):
         obs_every: int = 1,
         reward_coef: float = 1.0,
         success_bonus: float = 0.0,
+        grasping_mode: str = "assisted",
         **task_kwargs,
     ):
         if render_mode not in (None, "rgb_array"):
@@ -93,7 +98,8 @@ class BehaviorR1ProEnv(gym.Env):
         self.reward_coef = float(reward_coef)
         self.success_bonus = float(success_bonus)
         self.image_size = int(image_size)
-        self.backend: Backend = _make_backend(backend, task, self.image_size, int(instance_id), **task_kwargs)
+        self.backend: Backend = _make_backend(backend, task, self.image_size, int(instance_id), grasping_mode,
+                                              **task_kwargs)
         self.task_info = self.backend.task_info
         self.task = self.task_info.name
         self.instance_id = int(instance_id)

@@ -23,6 +23,8 @@ def test_config_has_every_spec_key():
     assert robot["type"] == "R1Pro" and robot["name"] == "robot_r1"
     assert robot["action_normalize"] is False and robot["grasping_mode"] == "assisted"
     assert robot["sensor_config"]["VisionSensor"]["sensor_kwargs"] == {"image_height": 224, "image_width": 224}
+    physical = C.build_og_config("turning_on_radio", grasping_mode="physical", scene_model="Rs_int")
+    assert physical["robots"][0]["grasping_mode"] == "physical"  # gym.make(..., grasping_mode=) reaches it
     assert robot["proprio_obs"] == list(C.PROPRIO_KEYS)
     assert robot["reset_joint_pos"][6:10] == [1.025, -1.45, -0.47, 0.0] and robot["reset_joint_pos"][-4:] == [0.05] * 4
     ctrl = robot["controller_config"]

@@ -93,47 +93,59 @@ def test_eef_pose_in_proprio_matches_site(env):
     assert np.linalg.norm(q) == pytest.approx(1.0, abs=1e-5)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
-def test_grasp_and_lift_with_scripted_joint_targets(seed):
-    env = gym.make("Behavior-R1Pro-v0", task=TableTask(), image_size=32, obs_every=30)
-    env.reset(seed=seed)
-    b = env.unwrapped.backend
-    d = b.data
-    ik = ArmIK(b.model)
-    oq = b.task._obj_q
-    obj = d.qpos[oq:oq + 3].copy()
-    arm = "left" if obj[1] > 0 else "right"
-    arm_sl, grip = ACTION_PART[f"{arm}_arm"].slice, ACTION_PART[f"{arm}_gripper"].start
-    a = reset_action()
+class _Pick:
+    """A scripted top-down pick of TableTask's object: IK to pre-grasp, grasp and lift poses."""
 
-    def move(q_from, q_to, grip_cmd, steps):
+    def __init__(self, env):
+        self.env, b = env, env.unwrapped.backend
+        self.backend, d = b, b.data
+        ik = ArmIK(b.model)
+        self.oq = oq = b.task._obj_q
+        self.obj = obj = d.qpos[oq:oq + 3].copy()
+        self.arm = arm = "left" if obj[1] > 0 else "right"
+        self.arm_sl, self.grip = ACTION_PART[f"{arm}_arm"].slice, ACTION_PART[f"{arm}_gripper"].start
+        self.a = reset_action()
+        # Fingers close on two opposite cube faces; of the face pairs, take the one the arm reaches
+        # best with the gripper tilted forward (pre-grasp, grasp and lift poses all solved).
+        qw, qz = d.qpos[oq + 3], d.qpos[oq + 6]
+        face_yaw = (2 * np.arctan2(qz, qw) + np.pi / 4) % (np.pi / 2) - np.pi / 4
+        best = None
+        for yaw in (face_yaw, face_yaw - np.pi / 2, face_yaw + np.pi / 2):
+            kw = dict(quat=quat_from_yaw_down(yaw, tilt=0.8), finger_axis=finger_axis_for_yaw(yaw))
+            q_pre, _, r1 = ik.solve(d, arm, obj + [0, 0, 0.12], **kw)
+            q_grasp, _, r2 = ik.solve(d, arm, obj + [0, 0, 0.005], q_arm=q_pre, **kw)
+            q_lift, _, r3 = ik.solve(d, arm, obj + [0, 0, 0.2], q_arm=q_grasp, **kw)
+            if best is None or max(r1, r2, r3) < best[0]:
+                best = (max(r1, r2, r3), q_pre, q_grasp, q_lift)
+        self.residual, self.q_pre, self.q_grasp, self.q_lift = best
+
+    def move(self, q_from, q_to, grip_cmd, steps):
         for k in range(1, steps + 1):
-            a[arm_sl] = q_from + (q_to - q_from) * k / steps
-            a[grip] = grip_cmd
-            env.step(a)
+            self.a[self.arm_sl] = q_from + (q_to - q_from) * k / steps
+            self.a[self.grip] = grip_cmd
+            self.env.step(self.a)
 
-    # Fingers close on two opposite cube faces; of the face pairs, take the one the arm reaches
-    # best with the gripper tilted forward (pre-grasp, grasp and lift poses all solved).
-    qw, qz = d.qpos[oq + 3], d.qpos[oq + 6]
-    face_yaw = (2 * np.arctan2(qz, qw) + np.pi / 4) % (np.pi / 2) - np.pi / 4
-    best = None
-    for yaw in (face_yaw, face_yaw - np.pi / 2, face_yaw + np.pi / 2):
-        kw = dict(quat=quat_from_yaw_down(yaw, tilt=0.8), finger_axis=finger_axis_for_yaw(yaw))
-        q_pre, _, r1 = ik.solve(d, arm, obj + [0, 0, 0.12], **kw)
-        q_grasp, _, r2 = ik.solve(d, arm, obj + [0, 0, 0.005], q_arm=q_pre, **kw)
-        q_lift, _, r3 = ik.solve(d, arm, obj + [0, 0, 0.2], q_arm=q_grasp, **kw)
-        if best is None or max(r1, r2, r3) < best[0]:
-            best = (max(r1, r2, r3), q_pre, q_grasp, q_lift)
-    res, q_pre, q_grasp, q_lift = best
-    assert res < 0.01
-    move(a[arm_sl].copy(), q_pre, 1.0, 30)
-    move(q_pre, q_grasp, 1.0, 25)
-    move(q_grasp, q_grasp, -1.0, 15)
-    move(q_grasp, q_lift, -1.0, 30)
-    move(q_lift, q_lift, -1.0, 30)  # hold for a second
-    lifted = d.qpos[oq + 2] - obj[2]
-    assert lifted > 0.15, f"object rose only {lifted:.3f} m"
-    fingers = d.qpos[b.idx.finger_qpos[arm]]
+    def grasp_and_lift(self):
+        self.move(self.a[self.arm_sl].copy(), self.q_pre, 1.0, 30)
+        self.move(self.q_pre, self.q_grasp, 1.0, 25)
+        self.move(self.q_grasp, self.q_grasp, -1.0, 15)
+        self.move(self.q_grasp, self.q_lift, -1.0, 30)
+        self.move(self.q_lift, self.q_lift, -1.0, 30)  # hold for a second
+
+    def lifted(self):
+        return self.backend.data.qpos[self.oq + 2] - self.obj[2]
+
+
+@pytest.mark.parametrize("mode", ["physical", "assisted"])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_grasp_and_lift_with_scripted_joint_targets(seed, mode):
+    env = gym.make("Behavior-R1Pro-v0", task=TableTask(), image_size=32, obs_every=30, grasping_mode=mode)
+    env.reset(seed=seed)
+    pick = _Pick(env)
+    assert pick.residual < 0.01
+    pick.grasp_and_lift()
+    assert pick.lifted() > 0.15, f"object rose only {pick.lifted():.3f} m"
+    fingers = pick.backend.data.qpos[pick.backend.idx.finger_qpos[pick.arm]]
     assert fingers.min() > 0.015  # the object is between the fingers, not dropped
     env.close()
 

@@ -7,6 +7,7 @@ import numpy as np
 
 from behavior_gym.backends.base import Backend
 from behavior_gym.backends.mujoco import robot as r1
+from behavior_gym.backends.mujoco.grasping import AssistedGrasp, add_grasp_welds, check_grasping_mode
 from behavior_gym.backends.mujoco.rendering import MultiCameraRenderer
 from behavior_gym.spaces import ACTION_PART, GRIPPER_OPEN_WIDTH, PROPRIO_DIM, PROPRIO_SLICES
 from behavior_gym.tasks.base import EmbeddedTask, GoalStatus
@@ -58,26 +59,35 @@ class RobotIndex:
                                           np.full(4, r1.FINGER_SPEED * dt)])
 
 
-def build_model(task: EmbeddedTask, instance_id: int) -> mujoco.MjModel:
-    """Compile the world (floor, lights, robot) plus the task's scene."""
+def build_model(task: EmbeddedTask, instance_id: int, grasping_mode: str = "assisted") -> mujoco.MjModel:
+    """Compile the world (floor, lights, robot) plus the task's scene (and the assisted-grasp welds)."""
     spec = mujoco.MjSpec.from_string(r1.world_xml())
     task.build(spec, instance_id)
+    if check_grasping_mode(grasping_mode) == "assisted":
+        add_grasp_welds(spec)
     return spec.compile()
 
 
 class MujocoBackend(Backend):
-    """R1 Pro + task scene in MuJoCo. Rendering contexts are created lazily, in the process that renders."""
+    """R1 Pro + task scene in MuJoCo. Rendering contexts are created lazily, in the process that renders.
+
+    `grasping_mode`: "assisted" (BEHAVIOR's: a closing gripper holds an object between its fingers
+    with a fixed joint, see `grasping.py`) or "physical" (finger friction only).
+    """
 
     name = "mujoco"
 
-    def __init__(self, task: EmbeddedTask, image_size: int = 224, instance_id: int = 0):
+    def __init__(self, task: EmbeddedTask, image_size: int = 224, instance_id: int = 0,
+                 grasping_mode: str = "assisted"):
         self.task = task
         self.task_info = task.info
         self.instance_id = instance_id
         self.image_size = image_size
-        self.model = build_model(task, instance_id)
+        self.grasping_mode = check_grasping_mode(grasping_mode)
+        self.model = build_model(task, instance_id, grasping_mode)
         self.data = mujoco.MjData(self.model)
         self.idx = RobotIndex(self.model)
+        self.grasp = AssistedGrasp(self.model) if grasping_mode == "assisted" else None
         self._renderer: MultiCameraRenderer | None = None
         self._rot = np.zeros(9)
 
@@ -86,6 +96,8 @@ class MujocoBackend(Backend):
         m, d, idx = self.model, self.data, self.idx
         for _attempt in range(MAX_RESAMPLES):
             mujoco.mj_resetData(m, d)
+            if self.grasp is not None:
+                self.grasp.reset(d)
             start = self.task.robot_start(self.instance_id, rng)
             d.qpos[idx.base_qpos] = (start.x, start.y, start.yaw)
             hold = r1.reset_action()
@@ -117,6 +129,9 @@ class MujocoBackend(Backend):
     def step(self, action: np.ndarray) -> None:
         m, d, idx = self.model, self.data, self.idx
         self._write_ctrl(action)
+        if self.grasp is not None:  # a command below the middle of the finger range is a closing one
+            self.grasp.update(d, {"left": action[ACTION_PART["left_gripper"].start] < 0.0,
+                                  "right": action[ACTION_PART["right_gripper"].start] < 0.0})
         vx, vy, wz = self._base_cmd
         yaw_adr = idx.base_qpos[2]
         ax, ay, aw = idx.base_act

@@ -110,6 +110,7 @@ def build_og_config(
     robot_position: list[float] | None = None,
     robot_orientation: list[float] | None = None,
     data_path: str | None = None,
+    grasping_mode: str = "assisted",
 ) -> dict:
     """The config dict for `og.Environment` for one BEHAVIOR activity on the R1 Pro."""
     meta = challenge_task_metadata(data_path).get(task, {})
@@ -121,7 +122,7 @@ def build_og_config(
         "name": ROBOT_NAME,
         "action_normalize": False,
         "self_collisions": True,
-        "grasping_mode": "assisted",
+        "grasping_mode": grasping_mode,
         "obs_modalities": ["rgb", "proprio"],
         "proprio_obs": list(PROPRIO_KEYS),
         "reset_joint_pos": list(RESET_JOINT_POS),
