@@ -16,9 +16,12 @@ well such a policy clones each expert when perception is not the problem:
    (argmax per token), and reports success, how many episodes came within 5 cm of the object, lifted
    it 2 cm, and how often a chunk moved both arms (a sign of mixed modes).
 
-Expert variants (`--arms`): `one` is the shipped skill expert (always the left arm); `side` the same
-expert choosing the arm by the object's side, as `ScriptedExpert.arm_for` does; `servo` the
-closed-loop expert of `behavior_gym.experts.servo` (left arm, re-planned every step).
+Expert variants (`--arms`): `standoff` is the shipped skill expert (always the left arm, every pick
+and place from the standoff in front of the shoulder); `standoff_yaw` the same with the hand always
+turned along the robot's heading; `one` the expert of runs 3-5 (left arm, reaching from where the
+robot stands when it can); `side` that one choosing the arm by the object's side, as
+`ScriptedExpert.arm_for` does; `servo` the closed-loop expert of `behavior_gym.experts.servo`
+(left arm, re-planned every step).
 
     python benchmarks/bc_clonability.py --tasks pick_and_place --arms one side --noise 0 0.03
 
@@ -76,6 +79,10 @@ def _make(task: str, seed: int, arms: str):
         expert = make_expert(env)
     if arms == "side":
         expert.arm_for = types.MethodType(ScriptedExpert.arm_for, expert)
+    if arms in ("one", "side"):  # reach from where the robot stands when the arm reaches (runs 3-5's experts)
+        expert.always_standoff = False
+    if arms == "standoff_yaw":  # and grasp with the hand along the heading (assisted grasping holds it anyway)
+        expert.grasp_yaw = types.MethodType(lambda self, name: self.base_pose()[2], expert)
     expert.reset()
     return env, obs, expert
 
@@ -334,7 +341,8 @@ def _line(r: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", default=["pick_and_place"])
-    ap.add_argument("--arms", nargs="+", default=["one", "side"], choices=["one", "side", "servo"])
+    ap.add_argument("--arms", nargs="+", default=["standoff"],
+                    choices=["standoff", "standoff_yaw", "one", "side", "servo"])
     ap.add_argument("--noise", nargs="+", type=float, default=[0.0, 0.03], help="metres of position noise")
     ap.add_argument("--demos", type=int, default=150, help="expert episodes per task and expert variant")
     ap.add_argument("--actions", nargs="+", default=["absolute"], choices=["absolute", "delta"],

@@ -10,7 +10,7 @@
 # Settings come from the environment (defaults in brackets):
 #   WORK [runs/learning]  NUM_WORKERS [nproc]  DEMOS_PER_TASK [100]  SFT_MINUTES [5.5]  SFT_PRESET [small-p28]
 #   SFT_STEPS [0: as many as fit in SFT_MINUTES]  RL_MINUTES [5.5]  EVAL_EPISODES [100]  EVAL_ENVS [32]  TASKS [pick_and_place,stacking,open_drawer,turning_on_radio]
-#   EXTRA_RL (more Hydra overrides for the RL runs)
+#   EXTRA_RL (more Hydra overrides for the RL runs)  EVAL_RL [ppo grpo] (which RL runs eval_rl evaluates)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PY="${PYTHON:-python}"
@@ -52,7 +52,7 @@ for stage in "${@:-demos sft eval_sft ppo grpo eval_rl curves}"; do
       ppo) rl behavior_ppo_openvlaoft_skills ;;
       grpo) rl behavior_grpo_openvlaoft_skills ;;
       eval_rl)
-        for cfg in ppo grpo; do
+        for cfg in ${EVAL_RL:-ppo grpo}; do
           ckpt="$(latest_checkpoint "behavior_${cfg}_openvlaoft_skills")"
           if [ -n "$ckpt" ]; then evaluate "$cfg" checkpoint="$ckpt"; else echo "no $cfg checkpoint yet"; fi
         done ;;

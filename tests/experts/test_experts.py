@@ -84,16 +84,22 @@ def _creep(base_speed: list[float], low: float = 0.02, high: float = 0.1) -> int
 def test_skill_experts_grasp_with_one_arm_and_never_creep(task):
     """Demonstrations for cloning: always the left arm (an OFT policy decodes each joint's token on its
     own, so a choice of arm by the object's side is a bimodal target), always the same IK mode; the
-    base, where it moves at all, moves visibly to the end instead of creeping the last centimetres."""
-    still = 0
+    base, where it moves at all, moves visibly to the end instead of creeping the last centimetres;
+    and each grasp is made from the standoff, the object at one spot in front of the left shoulder."""
+    from behavior_gym.wrappers.shaping import moved_and_target
+
+    at_standoff = 0
     for seed in range(4):
         env = gym.make("Behavior-R1Pro-v0", task=task, instance_id=seed, obs_every=10**9, image_size=32)
         obs, _ = env.reset(seed=seed)
         expert = make_expert(env)
         expert.reset()
-        base, grip = [], []
+        base, grip, grasped_at = [], [], None
+        obj = moved_and_target(env.unwrapped.backend.task)[0]
         for _ in range(env.unwrapped.max_episode_steps):
             a = expert.act(obs)
+            if grasped_at is None and a[GRIP["left"]] < 0 and (not grip or grip[-1][0] >= 0):
+                grasped_at = expert.to_robot(expert.center(obj))[:2]
             base.append(float(np.linalg.norm(a[:2])))
             grip.append(a[[GRIP["left"], GRIP["right"]]])
             obs, _, terminated, truncated, info = env.step(a)
@@ -106,8 +112,9 @@ def test_skill_experts_grasp_with_one_arm_and_never_creep(task):
         assert _creep(base) <= 6, f"{task} seed {seed}: the base crept for {_creep(base)} steps"
         # One IK mode (torso free), not "arm alone if that reaches": no switch between two postures.
         assert expert._lock.get("left") is False, f"{task} seed {seed}: reached with the torso held"
-        still += max(base) < 0.05
-    assert still >= 1, f"{task}: the base drove in all 4 episodes, though the objects start within reach"
+        at_standoff += np.linalg.norm(grasped_at - (0.55, 0.17)) < 0.05
+    # (Furniture can keep the base from the exact spot.)
+    assert at_standoff >= 3, f"{task}: only {at_standoff} of 4 grasps from the standoff"
 
 
 def test_ik_reaches_table_and_floor():
