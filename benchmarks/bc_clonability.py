@@ -81,6 +81,8 @@ def _make(task: str, seed: int, arms: str):
         expert.arm_for = types.MethodType(ScriptedExpert.arm_for, expert)
     if arms in ("one", "side"):  # reach from where the robot stands when the arm reaches (runs 3-5's experts)
         expert.always_standoff = False
+    if arms == "standoff_nowait":  # no still steps after a drive: a still state that the expert leaves
+        expert.drive_settle_steps = 0   # after a few steps is one a deterministic clone may never leave
     if arms == "standoff_yaw":  # and grasp with the hand along the heading (assisted grasping holds it anyway)
         expert.grasp_yaw = types.MethodType(lambda self, name: self.base_pose()[2], expert)
     expert.reset()
@@ -342,7 +344,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", default=["pick_and_place"])
     ap.add_argument("--arms", nargs="+", default=["standoff"],
-                    choices=["standoff", "standoff_yaw", "one", "side", "servo"])
+                    choices=["standoff", "standoff_yaw", "standoff_nowait", "one", "side", "servo"])
     ap.add_argument("--noise", nargs="+", type=float, default=[0.0, 0.03], help="metres of position noise")
     ap.add_argument("--demos", type=int, default=150, help="expert episodes per task and expert variant")
     ap.add_argument("--actions", nargs="+", default=["absolute"], choices=["absolute", "delta"],

@@ -64,6 +64,7 @@ class ScriptedExpert:
     turn_speed = 0.9  # rad/s of the base with empty hands
     drive_gain = 2.5  # 1/s: base velocity per metre of remaining distance
     drive_min_speed = 0.0  # m/s: the least speed short of the goal (0: proportional to the end)
+    drive_settle_steps = 4  # control steps held still after each drive
     turn_min_speed = 0.0  # rad/s: likewise for turning
     # `reach` tries these in turn: the arm alone (torso held), then with the torso free to lean.
     torso_locks: tuple[bool, ...] = (True, False)
@@ -341,7 +342,7 @@ class ScriptedExpert:
             self.cmd[:3] = new
             yield self._with_gravity_offset(self.cmd)
         self._base_goal = self.base_pose()
-        yield from self.wait(4)
+        yield from self.wait(self.drive_settle_steps)
 
     # -- manipulation ----------------------------------------------------------------------------
     def grasp_yaw(self, name: str) -> float:
