@@ -18,7 +18,8 @@ well such a policy clones each expert when perception is not the problem:
 
 Expert variants (`--arms`): `standoff` is the shipped skill expert (always the left arm, every pick
 and place from the standoff in front of the shoulder); `standoff_yaw` the same with the hand always
-turned along the robot's heading; `one` the expert of runs 3-5 (left arm, reaching from where the
+turned along the robot's heading; `standoff_nowait` the same without the still steps after each
+drive (`ScriptedExpert.drive_settle_steps = 0`); `one` the expert of runs 3-5 (left arm, reaching from where the
 robot stands when it can); `side` that one choosing the arm by the object's side, as
 `ScriptedExpert.arm_for` does; `servo` the closed-loop expert of `behavior_gym.experts.servo`
 (left arm, re-planned every step).
@@ -81,8 +82,10 @@ def _make(task: str, seed: int, arms: str):
         expert.arm_for = types.MethodType(ScriptedExpert.arm_for, expert)
     if arms in ("one", "side"):  # reach from where the robot stands when the arm reaches (runs 3-5's experts)
         expert.always_standoff = False
-    if arms == "standoff_nowait":  # no still steps after a drive: a still state that the expert leaves
-        expert.drive_settle_steps = 0   # after a few steps is one a deterministic clone may never leave
+    # No still steps after a drive: a still state that the expert leaves after a few steps is one a
+    # deterministic clone may never leave.
+    if arms == "standoff_nowait":
+        expert.drive_settle_steps = 0
     if arms == "standoff_yaw":  # and grasp with the hand along the heading (assisted grasping holds it anyway)
         expert.grasp_yaw = types.MethodType(lambda self, name: self.base_pose()[2], expert)
     expert.reset()

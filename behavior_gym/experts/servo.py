@@ -31,10 +31,10 @@ import numpy as np
 
 from behavior_gym.experts.base import ARM, GRIP, TORSO, ScriptedExpert
 from behavior_gym.experts.ik import grasp_rotation
-from behavior_gym.experts.skills import _StayingExpert, place_floor
+from behavior_gym.experts.skills import _SkillExpert, place_floor
 
 
-class ServoPickExpert(_StayingExpert):
+class ServoPickExpert(_SkillExpert):
     """Pick the task's moved object and put it on or in its target, closed loop (see the module).
     Subclasses say where the object goes (`place`)."""
 

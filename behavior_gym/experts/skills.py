@@ -18,7 +18,7 @@ def _free(task) -> list[str]:
     return [o.name for o in task.scene.objects.values() if o.role == "free"]
 
 
-class _StayingExpert(ScriptedExpert):
+class _SkillExpert(ScriptedExpert):
     """Skill experts shaped for cloning: one arm, one IK mode, a base that drives visibly to the end,
     and (`always_standoff`) every reach made from the same spot relative to the object.
 
@@ -38,6 +38,7 @@ class _StayingExpert(ScriptedExpert):
     keeps the base still when the arm reaches from where it stands (the experts of runs 3-5)."""
 
     ARM = "left"
+    always_standoff = True
     # Where it drives, it does so at a visible speed to the end (no creeping final centimetres).
     drive_min_speed = 0.12
     turn_min_speed = 0.3
@@ -48,8 +49,6 @@ class _StayingExpert(ScriptedExpert):
 
     def arm_for(self, p) -> str:
         return self.ARM
-
-    always_standoff = True
 
     def approach(self, p, arm: str, **kwargs):
         if self.always_standoff or not self._reachable(arm, p):
@@ -85,7 +84,7 @@ def place_floor(target: str, lo: np.ndarray, hi: np.ndarray) -> float:
     return float(lo[2] + (0.012 if target.startswith("bowl") else hi[2] - lo[2]))
 
 
-class PickAndPlaceExpert(_StayingExpert):
+class PickAndPlaceExpert(_SkillExpert):
     """Pick the object and put it in the bowl / on the plate."""
 
     def script(self):
@@ -98,7 +97,7 @@ class PickAndPlaceExpert(_StayingExpert):
         yield from self.wait(10)
 
 
-class StackingExpert(_StayingExpert):
+class StackingExpert(_SkillExpert):
     """Pick cube 1 and put it on cube 2."""
 
     def script(self):
@@ -117,7 +116,7 @@ class StackingExpert(_StayingExpert):
         yield from self.wait(10)
 
 
-class RearrangementExpert(_StayingExpert):
+class RearrangementExpert(_SkillExpert):
     """Pick the first object and set it down right next to the second."""
 
     def script(self):

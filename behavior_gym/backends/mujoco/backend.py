@@ -83,8 +83,8 @@ class MujocoBackend(Backend):
         self.task_info = task.info
         self.instance_id = instance_id
         self.image_size = image_size
-        self.grasping_mode = check_grasping_mode(grasping_mode)
-        self.model = build_model(task, instance_id, grasping_mode)
+        self.model = build_model(task, instance_id, grasping_mode)  # raises on an unknown grasping_mode
+        self.grasping_mode = grasping_mode
         self.data = mujoco.MjData(self.model)
         self.idx = RobotIndex(self.model)
         self.grasp = AssistedGrasp(self.model) if grasping_mode == "assisted" else None

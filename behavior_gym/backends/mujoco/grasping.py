@@ -66,15 +66,12 @@ class AssistedGrasp:
                               name2id(mujoco.mjtObj.mjOBJ_GEOM, f"{arm}_finger2")) for arm in r1.ARMS}
         self.finger_body = {arm: model.geom_bodyid[self.fingers[arm][0]] for arm in r1.ARMS}
         self.site = {arm: name2id(mujoco.mjtObj.mjOBJ_SITE, f"{arm}_eef") for arm in r1.ARMS}
-        # body id -> weld id, per hand; only bodies light enough to be assisted.
-        self.welds: dict[str, dict[int, int]] = {arm: {} for arm in r1.ARMS}
-        for eq in range(model.neq):
-            name = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_EQUALITY, eq) or ""
-            arm, _, body_name = name.partition("_grasp/")
-            if arm in self.welds and body_name:
-                body = name2id(mujoco.mjtObj.mjOBJ_BODY, body_name)
-                if model.body_subtreemass[body] <= MASS_LIMIT:
-                    self.welds[arm][body] = eq
+        # body id -> weld id, per hand: the free bodies `add_grasp_welds` welded, light enough to be assisted.
+        free = model.jnt_bodyid[model.jnt_type == mujoco.mjtJoint.mjJNT_FREE]
+        self.welds: dict[str, dict[int, int]] = {
+            arm: {int(b): eq for b in free if model.body_subtreemass[b] <= MASS_LIMIT
+                  and (eq := name2id(mujoco.mjtObj.mjOBJ_EQUALITY, weld_name(arm, model.body(b).name))) >= 0}
+            for arm in r1.ARMS}
         self.held: dict[str, int | None] = {arm: None for arm in r1.ARMS}
         self._ray_geom = np.zeros(1, dtype=np.int32)
 
