@@ -209,3 +209,23 @@ def test_cuda_fp8_matches_emulation_and_the_bf16_model(tiny_config, processor):
                                                         emulate=True), rtol=2e-2, atol=2e-2)
     assert (got - expected).abs().max() < 0.1 * expected.abs().max()
     assert (got.argmax(-1) == expected.argmax(-1)).float().mean() > 0.9
+
+
+@needs_cpu_fp8
+def test_lora_wrapped_layers_stay_whole(tiny_config, processor):
+    # neither the base layer nor the adapters of a LoRA-wrapped projection become FP8 (peft casts the
+    # input to the adapters' dtype: float8 adapters broke the forward pass); the other projections do
+    model = _model(tiny_config)
+    model.add_lora(rank=16, target_modules=["q_proj", "k_proj", "v_proj"], init_lora_weights=False)
+    batch = model_inputs(processor, TEXTS, seed=1)
+    with torch.no_grad():
+        expected = model(**batch)
+    model.enable_fast_inference(compile=False, fp8=True)
+    n_layers = tiny_config.text_config["num_hidden_layers"]
+    assert _fp8_names(model) == sorted(f"language_model.model.layers.{i}.{p}" for i in range(n_layers)
+                                       for p in ("self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"))
+    q = model.language_model.model.layers[0].self_attn.q_proj
+    assert type(q.base_layer) is nn.Linear and q.lora_A["default"].weight.dtype == torch.float32
+    with torch.no_grad():
+        got = model(**batch)
+    assert (got.action_logits - expected.action_logits).abs().max() < 0.1 * expected.action_logits.abs().max()

@@ -172,6 +172,13 @@ def _quantizable(linear: nn.Module) -> bool:
             and linear.in_features % 16 == 0 and linear.out_features % 16 == 0)
 
 
+def _wraps_a_layer(module: nn.Module) -> bool:
+    # a peft adapter layer (LoRA): its `base_layer` and adapters are plain nn.Linears, but peft casts the
+    # input to the adapters' weight dtype (float8 would break it) and merges into the base weight, so the
+    # whole wrapped layer stays as it is
+    return isinstance(getattr(module, "base_layer", None), nn.Module)
+
+
 FP8Fused = tuple[torch.Tensor, "torch.Tensor | None", torch.Tensor]  # (weight fp8 [N, K], bias, scale [1, N])
 
 
@@ -182,7 +189,9 @@ class FP8Layers:
     Replaced: in every Llama layer q/k/v/o and gate/up/down projections; with `vision=True` also
     every `nn.Linear` in the ViT blocks (attention qkv and proj, MLP fc1 and fc2). Not replaced: the
     LM head (action logits are computed in float32), the value head, the projectors, the ViTs'
-    patch embeddings, layers wrapped by LoRA, and layers whose dimensions are not multiples of 16.
+    patch embeddings, layers wrapped by LoRA (neither their base layer nor their adapters: adapter
+    syncs then load as they do into the eager model), and layers whose dimensions are not multiples
+    of 16.
     With `fuse=True` the q/k/v and gate/up layers of a Llama layer are quantized together;
     `layers[i]` holds `(qkv, gate_up)` as `(weight_fp8, bias, scale)` triples for `run_llama_layer`
     (None where a group could not be fused), and the per-projection layers are views of them.
@@ -210,6 +219,9 @@ class FP8Layers:
                     self._replace_all(block)
         logger.info("FP8 inference: %d linear layers in float8_e4m3fn (%d fused groups)", len(self._replaced),
                     sum(f is not None for pair in self.layers for f in pair))
+        if not self._replaced:
+            logger.warning("FP8 inference replaced no layer: every candidate is LoRA-wrapped or has dimensions "
+                           "that are not multiples of 16, so FP8 changes nothing in this model")
 
     @property
     def num_replaced(self) -> int:
@@ -238,11 +250,12 @@ class FP8Layers:
         return weight, bias, scale
 
     def _replace_all(self, root: nn.Module) -> None:
-        for parent in list(root.modules()):
-            for name, child in list(parent.named_children()):
-                if _quantizable(child):
-                    with torch.no_grad():
-                        self._set(parent, name, Float8Linear.from_linear(child, self.emulate))
+        for name, child in list(root.named_children()):
+            if _quantizable(child):
+                with torch.no_grad():
+                    self._set(root, name, Float8Linear.from_linear(child, self.emulate))
+            elif not _wraps_a_layer(child):
+                self._replace_all(child)
 
     def restore(self) -> None:
         """Put `nn.Linear`s (dequantized weights, the model's dtype) back in place of the FP8 layers."""
