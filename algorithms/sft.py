@@ -221,6 +221,10 @@ def _read_file(job: tuple) -> list[dict[str, Any]]:
                 continue
             actions = g["actions"][()].astype(np.float32)
             keep = np.arange(0, len(actions), frame_stride)
+            if "expert_label" in g:
+                # A sample's chunk must hold only the expert's own actions (no recovery displacements).
+                label = g["expert_label"][()].astype(bool)
+                keep = keep[_chunks(label[:, None], chunk)[keep, :, 0].all(1)]
             out.append({"task": task, "instruction": str(attrs["instruction"]), "actions": actions,
                         "head": g["head_rgb"][()][keep], "wrist": g["wrist_rgb"][()][keep],
                         "proprio": g["proprio"][()][keep].astype(np.float32), "chunks": _chunks(actions, chunk)[keep]})

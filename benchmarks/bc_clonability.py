@@ -141,16 +141,21 @@ class _Probe:
         return reach, 0.0, 0.0
 
 
-def _record(job: tuple[str, int, str, float]) -> dict | None:
+def _record(job: tuple[str, int, str, float, float]) -> dict | None:
     """One expert episode's states and chunk targets. With `dart` > 0 the executed torso and arm
     targets get Gaussian noise of that many radians while the recorded labels stay the expert's
     (DART, Laskey et al. 2017): the demonstrations then show the way back from states a little off
-    the expert's path, where a clone's own errors take it."""
-    task, seed, arms, dart = job
+    the expert's path, where a clone's own errors take it. With `recover` > 0 the expert's drives are
+    sometimes followed by a displacement of the base and a drive back (`ScriptedExpert.drive_to`);
+    chunks holding displacement actions are left out."""
+    task, seed, arms, dart, recover = job
     env, obs, expert = _make(task, seed, arms)
+    if recover > 0:
+        expert.recovery_offset = recover
+        expert.recovery_rng = np.random.default_rng(10**6 + seed)
     probe = _Probe(env, expert)
     gen = np.random.default_rng(seed)
-    proprio, yaws, pos, actions = [], [], [], []
+    proprio, yaws, pos, actions, perturbing = [], [], [], [], []
     info = {}
     for _ in range(env.unwrapped.max_episode_steps):
         y, p = probe.features()
@@ -159,6 +164,7 @@ def _record(job: tuple[str, int, str, float]) -> dict | None:
         yaws.append(y)
         pos.append(p)
         actions.append(a)
+        perturbing.append(expert.perturbing)
         if dart > 0:
             a = a.copy()
             a[JOINT_ACT] += gen.normal(0.0, dart, len(JOINT_ACT)).astype(np.float32)
@@ -168,8 +174,10 @@ def _record(job: tuple[str, int, str, float]) -> dict | None:
     env.close()
     if not info.get("success_once"):
         return None
-    return {"proprio": np.stack(proprio), "yaws": np.stack(yaws), "pos": np.stack(pos),
-            "chunks": _chunks(np.stack(actions), K)}
+    # A chunk is a label only if none of its K actions is a displacement.
+    keep = ~_chunks(np.asarray(perturbing)[:, None], K)[:, :, 0].any(1)
+    return {"proprio": np.stack(proprio)[keep], "yaws": np.stack(yaws)[keep], "pos": np.stack(pos)[keep],
+            "chunks": _chunks(np.stack(actions), K)[keep], "perturbed_steps": int(np.sum(perturbing))}
 
 
 class Clone(torch.nn.Module):
@@ -335,7 +343,8 @@ def _summary(clone: dict, eps: list[dict]) -> dict:
 def _line(r: dict) -> str:
     sec = r["seconds"]
     return (f"{r['task']:<15} arms={r['arms']:<4} {r['actions']:<8} exec {r['execute']}  "
-            f"noise={100 * r['noise_m']:3.0f} cm  dart {r['dart_rad']:.2f}  sigma {r.get('sigma_bins', 0):.0f}  "
+            f"noise={100 * r['noise_m']:3.0f} cm  dart {r['dart_rad']:.2f}  recover {r.get('recover_m', 0):.2f}  "
+            f"sigma {r.get('sigma_bins', 0):.0f}  "
             f"demos {r['demos']:3d}  "
             f"tok.acc {r['token_accuracy']:.2f} (held-out {r['val'].get('token_accuracy', 0):.2f})  "
             f"success {r['success']:5.0%}  reach<5cm {r['reached_5cm']:4.0%}  lift {r['lifted_2cm']:4.0%}  "
@@ -356,6 +365,8 @@ def main(argv=None) -> int:
                     help="actions of each predicted chunk executed before the next prediction (1..8)")
     ap.add_argument("--dart", type=float, default=0.0, help="radians of noise on the executed joint targets "
                     "while recording (labels stay the expert's)")
+    ap.add_argument("--recover", type=float, default=0.0, help="metres: record drives sometimes displaced and "
+                    "driven back (`ScriptedExpert.recovery_offset`); the displacements are not labels")
     ap.add_argument("--episodes", type=int, default=50, help="held-out evaluation episodes per cell")
     ap.add_argument("--sigma", type=float, default=0.0, help="train on Gaussian-smoothed token targets of this "
                     "many bins (0: one-hot, OFT's plain cross-entropy)")
@@ -373,7 +384,7 @@ def main(argv=None) -> int:
         for task in a.tasks:
             for arms in a.arms:
                 t0 = time.perf_counter()
-                jobs = [(task, s, arms, a.dart) for s in range(a.demos)]
+                jobs = [(task, s, arms, a.dart, a.recover) for s in range(a.demos)]
                 demos = [d for d in pool.map(_record, jobs, chunksize=4) if d is not None]
                 t_demo = time.perf_counter() - t0
                 for noise, actions in [(n, m) for n in a.noise for m in a.actions]:
@@ -393,7 +404,7 @@ def main(argv=None) -> int:
                         jobs = [(task, EVAL_SEED + s, arms, path, noise, execute) for s in range(a.episodes)]
                         eps = list(pool.map(_evaluate, jobs))
                         row = {"task": task, "arms": arms, "actions": actions, "execute": execute, "noise_m": noise,
-                               "dart_rad": a.dart, "sigma_bins": a.sigma, "demos": len(demos),
+                               "dart_rad": a.dart, "recover_m": a.recover, "sigma_bins": a.sigma, "demos": len(demos),
                                "expert_through_tokens": ceiling,
                                **_summary(clone, eps),
                                "seconds": {"demos": t_demo, "train": t_train, "eval": time.perf_counter() - t0},

@@ -66,6 +66,11 @@ class ScriptedExpert:
     drive_min_speed = 0.0  # m/s: the least speed short of the goal (0: proportional to the end)
     drive_settle_steps = 4  # control steps held still after each drive
     turn_min_speed = 0.0  # rad/s: likewise for turning
+    # Demonstrations of coming back (see `drive_to`): after a drive, with probability
+    # `recovery_prob`, the base is displaced by up to `recovery_offset` metres and the expert drives
+    # back. Off (0) unless set; `perturbing` is True while the displacement runs (not a label).
+    recovery_offset = 0.0
+    recovery_prob = 0.5
     # `reach` tries these in turn: the arm alone (torso held), then with the torso free to lean.
     torso_locks: tuple[bool, ...] = (True, False)
 
@@ -94,6 +99,8 @@ class ScriptedExpert:
         self._offset_key = None
         self._offset = np.zeros(len(self._pos_slots))
         self._base_goal: tuple[float, float, float] | None = None
+        self.perturbing = False
+        self.recovery_rng = np.random.default_rng(0)
 
     # -- driving the script ------------------------------------------------------------------------
     def reset(self) -> None:
@@ -105,6 +112,7 @@ class ScriptedExpert:
         self._pitch, self._lock = {}, {}
         self._offset_key = None
         self._base_goal = None
+        self.perturbing = False
         self._gen = self._run()
 
     def _run(self) -> Iterator[np.ndarray]:
@@ -312,7 +320,33 @@ class ScriptedExpert:
 
     def drive_to(self, x: float, y: float, yaw: float, tol: float = 0.015, yaw_tol: float = 0.03,
                  max_steps: int = 240) -> Iterator[np.ndarray]:
-        """Closed-loop holonomic base motion to a world pose."""
+        """Closed-loop holonomic base motion to a world pose.
+
+        With `recovery_offset` > 0 the drive is sometimes followed by a displacement of the base (up
+        to that far sideways, less forward and back, in the robot's frame) and a second drive back to
+        the pose: a clone executing 8-action chunks open loop overshoots where the expert stops, and
+        demonstrations that never leave the expert's path do not show the way back (DART's
+        covariate shift). The displacement's actions are flagged (`perturbing`) so that recorders
+        leave them out of the labels."""
+        yield from self._drive(x, y, yaw, tol, yaw_tol, max_steps)
+        if self.recovery_offset > 0 and self.recovery_rng.random() < self.recovery_prob:
+            r = self.recovery_offset
+            fwd, side = self.recovery_rng.uniform(-0.4 * r, 0.25 * r), self.recovery_rng.uniform(-r, r)
+            bx, by, byaw = self.base_pose()
+            c, s_ = math.cos(byaw), math.sin(byaw)
+            ox, oy = bx + c * fwd - s_ * side, by + s_ * fwd + c * side
+            if self.base_free(ox, oy, byaw):
+                self.perturbing = True
+                try:
+                    yield from self._drive(ox, oy, byaw, tol, yaw_tol, max_steps // 2)
+                finally:
+                    self.perturbing = False
+                yield from self._drive(x, y, yaw, tol, yaw_tol, max_steps)
+        self._base_goal = self.base_pose()
+        yield from self.wait(self.drive_settle_steps)
+
+    def _drive(self, x: float, y: float, yaw: float, tol: float, yaw_tol: float, max_steps: int
+               ) -> Iterator[np.ndarray]:
         for _ in range(max_steps):
             bx, by, byaw = self.base_pose()
             ex, ey = x - bx, y - by
@@ -341,8 +375,6 @@ class ScriptedExpert:
                 new = self.cmd[:3] + np.clip(new - self.cmd[:3], -DV, DV)
             self.cmd[:3] = new
             yield self._with_gravity_offset(self.cmd)
-        self._base_goal = self.base_pose()
-        yield from self.wait(self.drive_settle_steps)
 
     # -- manipulation ----------------------------------------------------------------------------
     def grasp_yaw(self, name: str) -> float:

@@ -9,6 +9,8 @@ Layout (one group per episode, images uint8 and compressed):
         proprio       float32 [T, 61]
         actions       float32 [T, 23]
         rewards       float32 [T]
+        expert_label  bool [T]   False where the action is a displacement, not the expert's choice
+                                 (`ScriptedExpert.recovery_offset`; absent in older files: all True)
         attrs: task, instance_id, seed, instruction, success, episode_len, q_score, expert_failure
 
 `record_episodes(task, n, path)` runs `make_expert` on fresh seeds and appends episodes;
@@ -33,14 +35,20 @@ def _gym():
     return gym
 
 
-def record_episode(env, expert, seed: int, max_steps: int | None = None) -> dict:
-    """Run one expert episode; returns arrays and metadata (observations before each action)."""
+def record_episode(env, expert, seed: int, max_steps: int | None = None, recovery_offset: float = 0.0) -> dict:
+    """Run one expert episode; returns arrays and metadata (observations before each action).
+    `recovery_offset` > 0: the expert's drives are sometimes displaced and driven back (see
+    `ScriptedExpert.drive_to`), the displacement steps marked False in `expert_label`."""
     obs, info = env.reset(seed=seed)
+    if recovery_offset > 0:
+        expert.recovery_offset = recovery_offset
+        expert.recovery_rng = np.random.default_rng(10**6 + seed)
     expert.reset()
-    heads, wrists, props, acts, rews = [], [], [], [], []
+    heads, wrists, props, acts, rews, labels = [], [], [], [], [], []
     limit = max_steps or env.unwrapped.max_episode_steps
     for _ in range(limit):
         action = expert.act(obs)
+        labels.append(not expert.perturbing)
         heads.append(obs["head_rgb"])
         wrists.append(obs["wrist_rgb"])
         props.append(obs["proprio"])
@@ -55,6 +63,7 @@ def record_episode(env, expert, seed: int, max_steps: int | None = None) -> dict
         "proprio": np.stack(props).astype(np.float32),
         "actions": np.stack(acts).astype(np.float32),
         "rewards": np.asarray(rews, np.float32),
+        "expert_label": np.asarray(labels, bool),
         "instruction": obs["instruction"],
         "success": bool(info["success_once"]),
         "episode_len": int(info["episode_len"]),
@@ -68,7 +77,7 @@ def write_episode(f: h5py.File, ep: dict, task: str, instance_id: int, seed: int
     g = f.create_group(name)
     for key in ("head_rgb", "wrist_rgb"):
         g.create_dataset(key, data=ep[key], compression=compression, chunks=(1, *ep[key].shape[1:]))
-    for key in ("proprio", "actions", "rewards"):
+    for key in ("proprio", "actions", "rewards", "expert_label"):
         g.create_dataset(key, data=ep[key])
     g.attrs.update(task=task, instance_id=instance_id, seed=seed, instruction=ep["instruction"],
                    success=ep["success"], episode_len=ep["episode_len"], q_score=ep["q_score"],
@@ -77,7 +86,8 @@ def write_episode(f: h5py.File, ep: dict, task: str, instance_id: int, seed: int
 
 
 def record_episodes(task: str, n: int, path: str | os.PathLike, seed0: int = 0, image_size: int = 224,
-                    successful_only: bool = False, instance_ids=None, compression: str = "lzf") -> dict:
+                    successful_only: bool = False, instance_ids=None, compression: str = "lzf",
+                    recovery_offset: float = 0.0) -> dict:
     """Record `n` expert episodes of `task` into `path` (appending). Returns counts."""
     from behavior_gym.experts import make_expert
 
@@ -90,7 +100,7 @@ def record_episodes(task: str, n: int, path: str | os.PathLike, seed0: int = 0, 
             inst = instance_ids[k % len(instance_ids)] if instance_ids else seed
             env = gym.make("Behavior-R1Pro-v0", task=task, instance_id=inst, image_size=image_size)
             try:
-                ep = record_episode(env, make_expert(env), seed)
+                ep = record_episode(env, make_expert(env), seed, recovery_offset=recovery_offset)
             finally:
                 env.close()
             successes += ep["success"]
@@ -102,16 +112,18 @@ def record_episodes(task: str, n: int, path: str | os.PathLike, seed0: int = 0, 
 
 
 def _record_shard(args: tuple) -> dict:
-    task, n, path, seed0, image_size, successful_only = args
+    task, n, path, seed0, image_size, successful_only, recovery_offset = args
     os.environ.setdefault("MUJOCO_GL", "egl")
-    out = record_episodes(task, n, path, seed0=seed0, image_size=image_size, successful_only=successful_only)
+    out = record_episodes(task, n, path, seed0=seed0, image_size=image_size, successful_only=successful_only,
+                          recovery_offset=recovery_offset)
     return {"task": task, "path": str(path), **out}
 
 
 def record_parallel(tasks: list[str], episodes: int, out_dir: str | os.PathLike, workers: int = 1, seed0: int = 0,
-                    image_size: int = 224, successful_only: bool = True) -> list[dict]:
+                    image_size: int = 224, successful_only: bool = True, recovery_offset: float = 0.0) -> list[dict]:
     """Record `episodes` expert episodes of each task into `out_dir/<task>_<k>.hdf5`, with `workers`
-    processes (each writes its own shard). Episode j of a task uses seed and instance `seed0 + j`."""
+    processes (each writes its own shard). Episode j of a task uses seed and instance `seed0 + j`.
+    `recovery_offset`: see `record_episode`."""
     import multiprocessing as mp
 
     os.makedirs(out_dir, exist_ok=True)
@@ -124,7 +136,7 @@ def record_parallel(tasks: list[str], episodes: int, out_dir: str | os.PathLike,
             if os.path.exists(path):
                 os.remove(path)  # a shard is written whole or recorded again
             if b > a:
-                jobs.append((task, int(b - a), path, seed0 + int(a), image_size, successful_only))
+                jobs.append((task, int(b - a), path, seed0 + int(a), image_size, successful_only, recovery_offset))
     if workers <= 1:
         return [_record_shard(j) for j in jobs]
     with mp.get_context("forkserver").Pool(min(workers, len(jobs))) as pool:

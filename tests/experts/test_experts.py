@@ -163,10 +163,10 @@ def test_bc_clonability_records_chunks_and_fits_one_episode():
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
     from benchmarks import bc_clonability as B
 
-    d = B._record(("pick_and_place", 0, "one", 0.0))
+    d = B._record(("pick_and_place", 0, "one", 0.0, 0.0))
     assert d is not None and d["chunks"].shape[1:] == (B.K, 23) and d["pos"].shape[1] == 6
     np.testing.assert_array_equal(d["chunks"][1:, 0], d["chunks"][:-1, 1])
-    noisy = B._record(("pick_and_place", 0, "one", 0.002))
+    noisy = B._record(("pick_and_place", 0, "one", 0.002, 0.0))
     assert noisy is not None
     # Nearly the same labels at first (the script's commands hardly read the state), other states.
     np.testing.assert_allclose(noisy["chunks"][:5, 0], d["chunks"][:5, 0], atol=0.02)
@@ -176,7 +176,7 @@ def test_bc_clonability_records_chunks_and_fits_one_episode():
     # Some seed puts the object on the robot's right: `side` grasps it with the right hand.
     arms_used = set()
     for seed in range(6):
-        ep = B._record(("pick_and_place", seed, "side", 0.0))
+        ep = B._record(("pick_and_place", seed, "side", 0.0, 0.0))
         if ep is not None:
             grip = ep["chunks"][:, 0][:, [GRIP["left"], GRIP["right"]]]
             arms_used |= {arm for arm, g in zip(("left", "right"), grip.T) if np.ptp(g) > 0.5}
@@ -203,3 +203,37 @@ def test_servo_expert_solves_its_task_closed_loop(task):
         env.close()
         wins += info["success_once"]
     assert wins >= 2, f"{task}: {wins}/3"
+
+
+def test_recovery_drives_are_flagged_recorded_and_left_out_of_sft_samples(tmp_path):
+    """`recovery_offset`: after some drives the base is displaced (flagged `perturbing`, stored as
+    `expert_label` False) and the expert drives back and still succeeds; SFT keeps no sample whose
+    chunk holds a displacement action."""
+    import h5py
+
+    from algorithms.sft import load_demos
+    from behavior_gym.experts.recorder import read_episode, record_episode, write_episode
+
+    env = gym.make("Behavior-R1Pro-v0", task="pick_and_place", instance_id=3, image_size=16)
+    expert = make_expert(env)
+    expert.recovery_prob = 1.0  # every drive displaced
+    ep = record_episode(env, expert, seed=3, recovery_offset=0.1)
+    env.close()
+    label = ep["expert_label"]
+    assert ep["success"] and label.dtype == bool and len(label) == ep["episode_len"]
+    assert 0 < (~label).sum() < 0.3 * len(label)  # some displacement steps, not most
+    # The steps after a displacement drive the base back: it moves again while labelled.
+    ends = np.flatnonzero(~label[:-1] & label[1:])
+    assert len(ends) >= 1 and np.abs(ep["actions"][ends[0] + 1: ends[0] + 6, :2]).max() > 0.05
+    path = tmp_path / "demos.hdf5"
+    with h5py.File(path, "a") as f:
+        f.attrs.update(format="behavior_gym.demos", version=1, image_size=16, control_hz=30)
+        write_episode(f, ep, "pick_and_place", 3, 3)
+    np.testing.assert_array_equal(read_episode(path, 0)["expert_label"], label)
+    demos = load_demos([str(path)], chunk=8)
+    bad = np.flatnonzero(~label)
+    starts = {t for t in range(len(label)) if not any(t <= b < t + 8 for b in bad)}
+    assert len(demos) == len(starts) < len(label)
+    # Each kept sample's chunk is a run of the recorded actions none of which is a displacement.
+    kept = sorted(starts)
+    np.testing.assert_array_equal(demos.chunks[:, 0], ep["actions"][kept])
