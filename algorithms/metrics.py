@@ -33,6 +33,8 @@ ROLLOUT_REWARDS_MEAN = "rollout/rewards_mean"  # mean chunk reward
 ROLLOUT_BYTES_PER_STEP = "rollout/buffer_bytes_per_step"
 ROLLOUT_VALID_FRACTION = "rollout/valid_fraction"  # fraction of stored steps that enter the loss
 ROLLOUT_FILTERED_GROUPS = "rollout/filtered_groups"  # GRPO: fraction of complete groups filtered out
+# with recompute_log_probs: mean |rollout log-prob - the update's recomputed one| per token of the valid samples
+ROLLOUT_LOG_PROB_GAP = "rollout/log_prob_gap"
 
 # --- env (per finished episode, averaged over the episodes that ended in the rollout) -------------
 ENV_EPISODE_LEN = "env/episode_len"  # true length in env steps, from info["episode_len"]
@@ -47,6 +49,7 @@ TIME_INFERENCE = "time/inference"  # policy forward passes during the rollout
 TIME_ROLLOUT = "time/rollout"  # the whole rollout
 TIME_UPDATE = "time/update"  # train(): all epochs, micro-batches and optimizer steps
 TIME_UPDATE_PER_SAMPLE = "time/update_per_sample"  # time/update / samples (chunk steps) in the buffer
+TIME_RECOMPUTE_LOG_PROBS = "time/recompute_log_probs"  # part of time/update: the old log-probs' recomputation
 
 #: The names SPEC §6 requires (time/* stands for the TIME_* names).
 SPEC_METRICS: tuple[str, ...] = (

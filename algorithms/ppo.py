@@ -16,6 +16,8 @@ On top of `stable_baselines3.PPO` (same constructor, `learn`, callbacks and logg
   `value_lr` for parameters whose name contains ``value_head``, only trainable (``requires_grad``, e.g.
   LoRA) parameters in the optimizer;
 - lean rollout storage (`LeanRolloutBuffer`): uint8 images, per-token log-probs, no float32 copies;
+- optionally (`recompute_log_probs`), old log-probs recomputed by the update's own forward pass, for
+  rollouts computed by another forward pass (compiled / FP8 fast inference in rollout workers);
 - metrics under SPEC §6's names (`algorithms.metrics`), timing of env, inference and update;
 - atomic checkpoints (`save` writes a temporary file, then `os.replace`) that also keep the RNG states.
 
@@ -132,6 +134,9 @@ class PPO(SB3PPO):
         dual_clip: cap of the loss of negative-advantage samples at ``-dual_clip * A`` (None: off).
         bf16: bfloat16 autocast of the policy's forward passes; None = on CUDA only.
         tokens_per_action: tokens per chunk step for ``ratio_level="action"`` (23 for the R1 Pro).
+        recompute_log_probs: before the update epochs, replace the rollout's log-probs by those of the
+            update's own forward pass (see `_recompute_log_probs`): for rollouts acted by another forward
+            pass (compiled / FP8 fast inference), whose log-probs differ from the eager update's.
     """
 
     policy_aliases: ClassVar[dict[str, type]] = dict(SB3PPO.policy_aliases)
@@ -166,6 +171,7 @@ class PPO(SB3PPO):
         dual_clip: float | None = None,
         bf16: bool | None = None,
         tokens_per_action: int = ACTION_DIM,
+        recompute_log_probs: bool = False,
         rollout_buffer_class: type[RolloutBuffer] | None = None,
         rollout_buffer_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
@@ -194,6 +200,7 @@ class PPO(SB3PPO):
         self.dual_clip = dual_clip
         self.bf16 = bf16
         self.tokens_per_action = tokens_per_action
+        self.recompute_log_probs = bool(recompute_log_probs)
         self._episode_stats = M.EpisodeStats()
         self._times: dict[str, float] = defaultdict(float)
         super().__init__(
@@ -402,6 +409,42 @@ class PPO(SB3PPO):
                 "approx_kl": approx_kl(new_lp, old_lp, mb.masks), "pg_clipfrac": clipfrac,
                 "value_clip_ratio": value_clip}
 
+    def _recompute_log_probs(self, buffer: LeanRolloutBuffer) -> None:
+        """Replace the buffer's old log-probs (per token where it keeps them) by the update's own: `_evaluate`
+        without gradients, with the policy as the loss sees it (training mode, same autocast), in micro-batches
+        of `micro_batch_size`. The first minibatch's ratios are then exactly 1 (up to the batch composition's
+        float rounding) whatever forward pass acted: compiled / FP8 fast inference differs from the eager
+        forward by a few % of the logits, and over the 184 tokens of a chunk that moves chunk-level ratios far
+        from 1. Values, returns and advantages stay as computed at rollout time (the critic's estimates then
+        come from the acting pass; their error is the value loss's to fix, not the ratios').
+
+        Records `rollout/log_prob_gap` (mean |rollout - recomputed| per token of the valid samples) and
+        the time it took. Only valid samples are recomputed in one process; with data parallelism every
+        sample (each rank then runs the same number of passes, which DDP / FSDP need)."""
+        t0 = time.perf_counter()
+        old = buffer._flat(buffer.log_probs)  # a view: writing into it writes into the buffer
+        masks = buffer._flat(buffer.masks)
+        rows = np.arange(len(old)) if self._world_size > 1 else np.flatnonzero(masks > 0)
+        size = self.micro_batch_size or max(len(rows), 1)
+        gap = 0.0
+        with th.no_grad():
+            for start in range(0, len(rows), size):
+                idx = rows[start:start + size]
+                mb = buffer._get_samples(idx)
+                new = self._micro_batch_log_probs(mb).float().reshape(len(idx), -1).cpu().numpy()
+                if new.shape[1] != old.shape[1]:
+                    raise ValueError(f"the update's forward gives {new.shape[1]} log-probs per sample, the rollout "
+                                     f"stored {old.shape[1]}: both must be per token or both per chunk")
+                gap += float((np.abs(old[idx] - new) * masks[idx, None]).sum())
+                old[idx] = new
+        gap, tokens = self._all_reduce_sum([gap, float(masks.sum()) * old.shape[1]])
+        self.logger.record(M.ROLLOUT_LOG_PROB_GAP, gap / max(tokens, 1.0))
+        self.logger.record(M.TIME_RECOMPUTE_LOG_PROBS, time.perf_counter() - t0)
+
+    def _micro_batch_log_probs(self, mb: LeanRolloutBufferSamples) -> th.Tensor:
+        """Log-probs of a micro-batch's stored actions by the update's forward pass (call without gradients)."""
+        return self._evaluate(mb.observations, mb.actions)[1]
+
     def _micro_batches(self, batch: LeanRolloutBufferSamples) -> Iterator[LeanRolloutBufferSamples]:
         n = batch.actions.shape[0]
         size = self.micro_batch_size or n
@@ -505,6 +548,8 @@ class PPO(SB3PPO):
         clip_low, clip_high = self.clip_ratio_low(progress), self.clip_ratio_high(progress)
         clip_vf = self.clip_range_vf(progress) if self.clip_range_vf is not None else None
         buffer = self.rollout_buffer
+        if self.recompute_log_probs:
+            self._recompute_log_probs(buffer)
         if self.normalize_advantage:
             buffer.advantages = self._normalized_advantages(buffer)
 

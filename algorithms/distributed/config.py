@@ -28,6 +28,7 @@ from algorithms.distributed.placement import (
     actor_rank_devices,
     env_worker_devices,
     parse_component_placement,
+    rollout_worker_devices,
 )
 
 LOGGER_BACKENDS = ("tensorboard", "wandb", "swanlab")
@@ -36,6 +37,7 @@ PRECISIONS = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 LOGPROB_TYPES = {"token_level": "token", "action_level": "action", "chunk_level": "chunk"}
 ADV_TYPES = ("gae", "grpo")
 ACTOR_STRATEGIES = ("ddp", "fsdp")  # algorithms.distributed.data_parallel.STRATEGIES (kept torch-free here)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 # ---------------------------------------------------------------------------------------- schema
@@ -103,9 +105,31 @@ class SamplingConfig:
 
 
 @dataclass
+class FastInferenceConfig:
+    """`rollout.fast_inference`: the policy that computes rollout actions (a rollout worker's copy, or the
+    trainer's own when rollout shares the actor's devices) runs its no-grad forward passes through
+    `OpenVLAOFTForActionPrediction.enable_fast_inference`; the update stays eager."""
+
+    enabled: bool = False
+    compile: bool = True  # torch.compile each ViT block and Llama layer
+    cuda_graphs: bool | None = None  # whole forward passes as CUDA graphs; None: on CUDA
+    mode: str | None = None  # torch.compile mode (None: its default)
+    fp8: bool = False  # FP8 GEMMs in the Llama layers (CUDA compute capability >= 8.9, rollout on its own GPUs)
+    fp8_vision: bool = False  # with fp8: the ViT blocks' linears too
+
+    def kwargs(self) -> dict[str, Any] | None:
+        """`enable_fast_inference` arguments, or None when off."""
+        if not self.enabled:
+            return None
+        return {"compile": self.compile, "cuda_graphs": self.cuda_graphs, "mode": self.mode, "fp8": self.fp8,
+                "fp8_vision": self.fp8_vision}
+
+
+@dataclass
 class RolloutConfig:
     pipeline_stage_num: int = 1  # split the envs into stages: one steps while the policy acts for another
     sampling_params: SamplingConfig = field(default_factory=SamplingConfig)
+    fast_inference: FastInferenceConfig = field(default_factory=FastInferenceConfig)
 
 
 @dataclass
@@ -174,6 +198,7 @@ class AlgorithmConfig:
     group_size: int = 1  # GRPO: envs per group (same initial state)
     normalize_std: bool = True  # GRPO: divide by the group's std
     filter_rewards: bool = False  # GRPO: drop groups that all succeeded or all failed
+    recompute_log_probs: bool | None = None  # old log-probs from the update's forward; None: with fast inference
 
 
 @dataclass
@@ -475,6 +500,8 @@ def check_run_config(c: RunConfig, gpus_per_node: int) -> ComponentPlacement:
     if alg.update_epoch < 1:
         add("algorithm.update_epoch", f"must be >= 1, got {alg.update_epoch}")
 
+    problems.extend(_fast_inference_problems(c, placement, gpus_per_node))
+
     # video
     if c.video_cfg.fps < 1:
         add("video_cfg.fps", f"must be >= 1, got {c.video_cfg.fps}")
@@ -484,6 +511,63 @@ def check_run_config(c: RunConfig, gpus_per_node: int) -> ComponentPlacement:
     if problems:
         raise ConfigError(problems)
     return placement
+
+
+def _fast_inference_problems(c: RunConfig, placement: ComponentPlacement | None,
+                             gpus_per_node: int) -> list[tuple[str, str]]:
+    """What cannot work in `rollout.fast_inference` (`FastInference`'s own checks, made before anything starts)."""
+    f, key = c.rollout.fast_inference, "rollout.fast_inference"
+    problems = []
+    if not f.enabled:
+        if f.fp8 or f.fp8_vision:
+            problems.append((f"{key}.fp8", f"FP8 is part of fast inference, which is off ({key}.enabled=false); "
+                                           f"set {key}.enabled=true too, or fp8=false"))
+        return problems
+    if f.mode is not None and f.mode not in COMPILE_MODES:
+        problems.append((f"{key}.mode", f"unknown torch.compile mode {f.mode!r}; choose null or one of "
+                                        f"{list(COMPILE_MODES)}"))
+    elif f.mode is not None and not f.compile:
+        problems.append((f"{key}.mode", f"{f.mode!r} is a torch.compile mode but {key}.compile=false; set "
+                                        "compile=true or mode=null"))
+    elif f.mode == "reduce-overhead" and f.cuda_graphs is not False:
+        problems.append((f"{key}.mode", "'reduce-overhead' makes torch.compile capture its own CUDA graphs per "
+                                        f"region; set {key}.cuda_graphs=false with it, or mode=null to keep the "
+                                        "whole-forward graphs"))
+    if f.cuda_graphs and gpus_per_node == 0:
+        problems.append((f"{key}.cuda_graphs", "CUDA graphs need GPUs and this cluster has none; set it to null "
+                                               "(on with CUDA) or false"))
+    if f.fp8_vision and not f.fp8:
+        problems.append((f"{key}.fp8_vision", f"quantizes the ViT blocks in addition to the Llama layers: it "
+                                              f"needs {key}.fp8=true"))
+    why = _fp8_device_problem(gpus_per_node) if f.fp8 else None
+    if why:  # the most basic problem of fp8 only, one line per key
+        problems.append((f"{key}.fp8", f"FP8 GEMMs need a CUDA GPU of compute capability 8.9 or newer "
+                                       f"(Ada, Hopper, Blackwell): {why}; set {key}.fp8=false"))
+    elif f.fp8 and c.actor.model.precision != "bf16":
+        problems.append((f"{key}.fp8", f"FP8 layers compute in bfloat16 but actor.model.precision is "
+                                       f"{c.actor.model.precision!r}; use bf16 or {key}.fp8=false"))
+    elif f.fp8 and placement is not None and not rollout_worker_devices(placement):
+        problems.append((f"{key}.fp8", "FP8 replaces the policy's weights (inference only), so it needs rollout "
+                                       "workers with their own copy: give rollout its own GPUs in "
+                                       "cluster.component_placement (e.g. {env: 0, rollout: 1, actor: 2}), or set "
+                                       f"{key}.fp8=false"))
+    return problems
+
+
+def _fp8_device_problem(gpus_per_node: int) -> str | None:
+    # the GPUs of this machine stand for the cluster's; without local CUDA (a CPU-only head node) the
+    # runner checks again before starting the rollout workers
+    if gpus_per_node == 0:
+        return "this cluster has no GPUs"
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    from vla_policies.openvla_oft.fp8 import fp8_unsupported_reason
+
+    return fp8_unsupported_reason(torch.device("cuda", 0))
 
 
 def _embedded_task_problem(task: str) -> str | None:

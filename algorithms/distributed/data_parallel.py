@@ -370,6 +370,11 @@ class DataParallelMixin:
         self._ensure_data_parallel()
         return self._dp_module(self._loss, mb, clip_low, clip_high, clip_vf)
 
+    def _micro_batch_log_probs(self, mb):
+        # through the wrapped module, as the loss: FSDP gathers the parameters in its forward hooks
+        self._ensure_data_parallel()
+        return self._dp_module(super()._micro_batch_log_probs, mb)
+
     def _grad_sync(self, sync: bool) -> contextlib.AbstractContextManager:
         if sync:
             return contextlib.nullcontext()

@@ -7,6 +7,15 @@ token for token-level PPO). After every update the trainer pushes its weights (`
 the trainable tensors (with LoRA: the adapters and the value head), plus, the first time, the frozen
 ones too unless both sides loaded them from the same checkpoint; through Ray's object store, once
 for all workers.
+
+With `fast_inference` (`rollout.fast_inference`) a worker runs its copy through
+`enable_fast_inference`: compiled layer regions, CUDA graphs, fused q/k/v and gate/up projections,
+optionally FP8 GEMMs. Weight syncs need nothing more: `load_state_dict` copies into the existing
+tensors, so the fused copies see the new version counters and are refreshed before the next pass,
+FP8 layers quantize the incoming weights into their buffers, and captured graphs read the parameters
+where they are. LoRA-wrapped layers are neither fused nor quantized; their adapters load as they do
+into an eager copy. The actions' log-probs then come from a forward pass that differs slightly from
+the trainer's eager one: PPO's `recompute_log_probs` replaces them before the update.
 """
 
 from __future__ import annotations
@@ -16,7 +25,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import ray
 import torch as th
 
 from algorithms.distributed.cluster import kill_actors
@@ -30,15 +38,19 @@ class RolloutWorker:
         token_level: ask the policy for per-token log-probs (`forward(obs, per_token=True)`).
         bf16: bfloat16 autocast of the forward pass.
         num_threads: torch CPU threads (None: torch's default).
+        fast_inference: arguments of the policy's `enable_fast_inference` (None: eager).
     """
 
     def __init__(self, policy_class: type, observation_space, action_space, policy_kwargs: dict[str, Any],
-                 token_level: bool = False, bf16: bool = False, num_threads: int | None = None):
+                 token_level: bool = False, bf16: bool = False, num_threads: int | None = None,
+                 fast_inference: dict[str, Any] | None = None):
         if num_threads:
             th.set_num_threads(num_threads)
         self.device = th.device("cuda" if th.cuda.is_available() else "cpu")
         self.policy = policy_class(observation_space, action_space, lambda _: 0.0, **policy_kwargs).to(self.device)
         self.policy.set_training_mode(False)
+        if fast_inference is not None:
+            self.policy.enable_fast_inference(**fast_inference)
         self.token_level = token_level
         self.bf16 = bf16
         self.version = -1
@@ -47,6 +59,7 @@ class RolloutWorker:
         return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES", ""), str(self.device)
 
     def load_weights(self, state: dict[str, th.Tensor], version: int) -> int:
+        # in place (no assign=True): what fast inference keeps (fused copies, FP8 buffers, graphs) stays valid
         missing, unexpected = self.policy.load_state_dict(state, strict=False)
         if unexpected:
             raise RuntimeError(f"weights the rollout policy does not have: {unexpected[:5]}")
@@ -85,6 +98,8 @@ class RolloutGroup:
 
     def sync(self, policy: th.nn.Module, version: int) -> None:
         """Push the trainer's weights (the trainable ones; all of them on a full first sync)."""
+        import ray  # here, not at the top: the worker class itself needs no Ray (tests, benchmarks)
+
         if self._synced_once:
             trainable = {n for n, p in policy.named_parameters() if p.requires_grad}
             state = {k: v.detach().cpu() for k, v in policy.state_dict().items() if k in trainable}
@@ -97,6 +112,8 @@ class RolloutGroup:
 
     def act(self, obs: dict[str, np.ndarray] | np.ndarray) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """Actions, values [n] and log-probs [n, T] for a batch, computed by the workers in parallel."""
+        import ray
+
         n = len(next(iter(obs.values()))) if isinstance(obs, dict) else len(obs)
         chunks = [c for c in np.array_split(np.arange(n), len(self.workers)) if len(c)]
         refs = [w.act.remote({k: v[c] for k, v in obs.items()} if isinstance(obs, dict) else obs[c])

@@ -5,7 +5,9 @@ Ray actor on the actor's devices. The runner builds
 
 - a `RayVecEnv` over env workers placed on the env devices (`num_env_subprocess` per device),
 - rollout workers on the rollout devices when those differ from the actor's (else the trainer's own
-  policy acts, and no weights need copying),
+  policy acts, and no weights need copying); with `rollout.fast_inference` the acting policy runs
+  its no-grad passes compiled / as CUDA graphs / in FP8, and (`algorithm.recompute_log_probs`) the
+  update recomputes the old log-probs with its own forward pass,
 - `algorithms.PPO` (``adv_type: gae``) or `algorithms.GRPO` (``adv_type: grpo``) with pipelined
   rollouts around `vla_policies.OpenVLAOFTPolicy`,
 - the logger (TensorBoard, W&B, SwanLab), the video recorder and checkpoints,
@@ -85,6 +87,7 @@ def trainer_kwargs(c: RunConfig) -> dict[str, Any]:
         dual_clip=alg.clip_ratio_c, ent_coef=alg.entropy_bonus, max_grad_norm=a.optim.clip_grad,
         target_kl=alg.target_kl, ratio_level=LOGPROB_TYPES[alg.logprob_type],
         bf16=None if a.model.precision == "bf16" else False, seed=a.seed, policy_kwargs=policy_kwargs(c),
+        recompute_log_probs=recompute_log_probs(c),
     )
     if alg.adv_type == "grpo":
         kwargs.update(group_size=alg.group_size, normalize_std=alg.normalize_std, filter_groups=alg.filter_rewards,
@@ -93,6 +96,13 @@ def trainer_kwargs(c: RunConfig) -> dict[str, Any]:
         kwargs.update(clip_range_vf=alg.value_clip, normalize_advantage=alg.normalize_advantages, vf_coef=alg.vf_coef,
                       value_lr=a.optim.value_lr, value_loss_type=alg.value_loss_type, huber_delta=alg.huber_delta)
     return kwargs
+
+
+def recompute_log_probs(c: RunConfig) -> bool:
+    """`algorithm.recompute_log_probs`; null: exactly when `rollout.fast_inference` is on (its compiled or
+    FP8 forward passes give other log-probs than the update's eager one)."""
+    r = c.algorithm.recompute_log_probs
+    return c.rollout.fast_inference.enabled if r is None else bool(r)
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -114,6 +124,18 @@ def checkpoint_path(log_dir: str, global_step: int) -> str:
 def resolve_resume(path: str) -> str:
     """`runner.resume_dir` (a global_step_N folder or the actor.zip in it) -> the checkpoint file."""
     return os.path.join(path, CHECKPOINT_FILE) if os.path.isdir(path) else path
+
+
+def check_fp8_here() -> None:
+    """Before starting rollout workers with FP8: the GPU here (the actor's; a cluster's GPUs are
+    normally of one kind) must run FP8 GEMMs, so that an unsupported GPU fails now rather than inside
+    every worker. Without CUDA here there is nothing to check (the workers check their own)."""
+    import torch as th
+
+    if th.cuda.is_available():
+        from vla_policies.openvla_oft.fp8 import check_fp8_device
+
+        check_fp8_device(th.device("cuda"), th.bfloat16)
 
 
 # ---------------------------------------------------------------------------------------- logging, checkpoints
@@ -227,10 +249,14 @@ class EmbodiedRunner:
         if not devices:
             return None
         kwargs = dict(model.policy_kwargs)
+        fast = self.cfg.rollout.fast_inference.kwargs()
+        if fast is not None and fast["fp8"]:
+            check_fp8_here()
         workers = [ray.remote(RolloutWorker).options(**self.reservation.options([d])).remote(
             type(model.policy), model.observation_space, model.action_space, kwargs,
-            token_level=model._token_level, bf16=model.use_bf16) for d in devices]
-        log.info("%d rollout worker(s) on %s", len(workers), ", ".join(map(str, devices)))
+            token_level=model._token_level, bf16=model.use_bf16, fast_inference=fast) for d in devices]
+        log.info("%d rollout worker(s) on %s%s", len(workers), ", ".join(map(str, devices)),
+                 f" with fast inference {fast}" if fast else "")
         return RolloutGroup(workers, full_first_sync=self.cfg.actor.model.model_path is None)
 
     def run(self) -> dict[str, Any]:
@@ -284,7 +310,17 @@ class EmbodiedRunner:
         n_params = sum(p.numel() for p in model.policy.parameters())
         log.info("%s with OpenVLA-OFT (%s, %.1fM parameters) on %s", cls.__name__,
                  c.actor.model.preset or c.actor.model.model_path, n_params / 1e6, model.device)
+        if resume:  # the config decides, not the checkpoint
+            model.recompute_log_probs = kwargs["recompute_log_probs"]
         self.rollout_group = model.rollout_group = self._make_rollout_group(model)
+        fast = c.rollout.fast_inference.kwargs()
+        if fast is not None and self.rollout_group is None:
+            # the trainer's policy acts: its no-grad eval-mode passes take the fast path, the update's stay
+            # eager (FP8, which would replace the weights it trains, is refused by the config check)
+            model.policy.enable_fast_inference(**fast)
+            log.info("the trainer's policy acts with fast inference %s", fast)
+        if model.recompute_log_probs:
+            log.info("old log-probs are recomputed by the update's forward pass before every update")
 
         total = c.num_training_steps
         logger = make_logger(self.log_dir, c.runner.logger.logger_backends, project=c.runner.logger.project_name,
@@ -314,7 +350,8 @@ class EmbodiedRunner:
                    "videos": list(videos.paths) if v.save_video else [], "env_worker_restarts": sum(self.venv.restarts),
                    "rollout_workers": len(self.rollout_group.workers) if self.rollout_group else 0,
                    "rollout_weights_version": self.rollout_group.version if self.rollout_group else None,
-                   "discarded_steps": model.discarded_steps, "actor_ranks": world}
+                   "discarded_steps": model.discarded_steps, "actor_ranks": world,
+                   "fast_inference": fast, "recompute_log_probs": model.recompute_log_probs}
         log.info("done: %d training steps, %d chunk steps in %.0f s; checkpoint %s", model.global_step,
                  model.num_timesteps, summary["seconds"], final)
         return summary

@@ -202,3 +202,52 @@ def test_grpo_accepts_a_policy_without_value_head(toys):
         quiet = PPO(NoValue, toys.make_toy_vec_env(2), n_steps=3, batch_size=6, seed=0)
         recorded(quiet)
         quiet.learn(6)
+
+
+def _first_ratios(monkeypatch):
+    """Patch the clipped loss to keep the log-ratios (new - old, valid samples) of its first call."""
+    import algorithms.ppo as ppo_module
+
+    seen = []
+    real = ppo_module.clipped_policy_loss
+
+    def spy(new_lp, old_lp, advantages, *args):
+        if not seen:
+            mask = args[2] > 0
+            seen.append((new_lp - old_lp).detach()[mask])
+        return real(new_lp, old_lp, advantages, *args)
+
+    monkeypatch.setattr(ppo_module, "clipped_policy_loss", spy)
+    return seen
+
+
+@pytest.mark.parametrize("algo", ["ppo", "grpo"])
+@pytest.mark.parametrize("recompute", [True, False])
+def test_recomputed_log_probs_make_the_first_ratios_one(toys, monkeypatch, algo, recompute):
+    """Rollout log-probs off by a known amount (as from another forward pass): with recompute_log_probs
+    the update replaces them by its own, the first ratios are 1 and the gap metric reports the offset."""
+    make, steps = (ppo, 16) if algo == "ppo" else (grpo, 6)
+    model = make(toys, n_epochs=1, micro_batch_size=5, recompute_log_probs=recompute)
+    rec = recorded(model)
+    _, callback = model._setup_learn(steps * model.n_envs)
+    model.collect_rollouts(model.env, callback, model.rollout_buffer, steps)
+    buf = model.rollout_buffer
+    assert buf.log_probs.shape[-1] == 8 * 23 and 0 < buf.masks.mean() <= 1
+    acted = buf.log_probs.copy()
+    offset = np.random.default_rng(0).uniform(-0.2, 0.2, size=acted.shape).astype(np.float32)
+    buf.log_probs += offset
+    seen = _first_ratios(monkeypatch)
+    model.train()
+    log_ratio = seen[0]
+    assert log_ratio.numel() > 0
+    valid = buf.masks > 0
+    if recompute:
+        assert log_ratio.abs().max() < 1e-5  # ratios exactly 1 up to float rounding
+        gap = rec.values[M.ROLLOUT_LOG_PROB_GAP][-1]
+        assert gap == pytest.approx(np.abs(offset[valid]).mean(), rel=1e-3)
+        # the stored log-probs are the policy's own again (the rollout's, the same forward pass here)
+        np.testing.assert_allclose(buf.log_probs[valid], acted[valid], atol=1e-5)
+        assert rec.values[M.TIME_RECOMPUTE_LOG_PROBS][-1] > 0
+    else:
+        assert log_ratio.abs().max() > 0.1  # the offset shows in the ratios
+        assert M.ROLLOUT_LOG_PROB_GAP not in rec.values

@@ -100,6 +100,22 @@ def toy_gradients_and_update(rank: int, world_size: int, strategy: str, algo: st
     return out
 
 
+def toy_recomputed_update(rank: int, world_size: int, strategy: str) -> dict[str, float]:
+    """recompute_log_probs on rollout log-probs off by a known amount: the 2-rank update and its gap metric
+    equal the one-process ones (the recomputation runs through the wrapped module, as the loss)."""
+    ref, dp = _toy_pair(rank, world_size, strategy, "ppo", recompute_log_probs=True)
+    buf = ref.rollout_buffer
+    buf.log_probs += np.random.default_rng(2).uniform(-0.2, 0.2, size=buf.log_probs.shape).astype(np.float32)
+    load_buffer_shard(dp.rollout_buffer, buffer_shard(buf, rank, world_size))
+    rec_ref, rec_dp = _recorded(ref), _recorded(dp)
+    ref.train()
+    dp.train()
+    out = {"param_diff": _max_diff({k: v.detach() for k, v in ref.policy.named_parameters()},
+                                   {k: v.detach() for k, v in dp.policy.named_parameters()})}
+    out["gap"], out["gap_dp"] = rec_ref.values["rollout/log_prob_gap"], rec_dp.values["rollout/log_prob_gap"]
+    return out
+
+
 def vla_gradients(rank: int, world_size: int, strategy: str) -> dict[str, float]:
     """Gradients of the tiny OpenVLA-OFT (small images, LoRA) on one batch: data-parallel vs one process."""
     from stable_baselines3.common.vec_env import DummyVecEnv

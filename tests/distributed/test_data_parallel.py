@@ -38,6 +38,13 @@ def test_ppo_gradients_and_update_equal_one_process(strategy):
     assert results[0]["param_diff"] == pytest.approx(results[1]["param_diff"])
 
 
+def test_recomputed_log_probs_equal_one_process():
+    for strategy in ("ddp", "fsdp"):
+        for r in launch_local(dp_workers.toy_recomputed_update, 2, strategy):
+            assert r["param_diff"] < 1e-4, strategy
+            assert r["gap"] > 0.05 and r["gap_dp"] == pytest.approx(r["gap"], rel=1e-5), strategy
+
+
 def test_grpo_update_with_an_unused_value_head_equals_one_process():
     for r in launch_local(dp_workers.toy_gradients_and_update, 2, "ddp", "grpo"):
         _check_toy(r)

@@ -134,3 +134,82 @@ def test_hydra_refuses_unknown_overrides(compose):
 
     with pytest.raises(ConfigCompositionException, match="pipline_stage_num"):
         compose("behavior_ppo_openvlaoft_embedded", ["rollout.pipline_stage_num=2"])
+
+
+# ---------------------------------------------------------------------------------------- rollout.fast_inference
+@pytest.mark.parametrize("name", CONFIGS)
+def test_fast_inference_is_off_by_default(compose, name):
+    from algorithms.distributed.runner import trainer_kwargs
+
+    c = to_run_config(compose(name))
+    f = c.rollout.fast_inference
+    assert not f.enabled and f.kwargs() is None and not f.fp8 and f.cuda_graphs is None
+    assert c.algorithm.recompute_log_probs is None and trainer_kwargs(c)["recompute_log_probs"] is False
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["rollout.fast_inference.enabled=true"], True),
+    (["rollout.fast_inference.enabled=true", "algorithm.recompute_log_probs=false"], False),
+    (["algorithm.recompute_log_probs=true"], True),
+])
+def test_recompute_log_probs_follows_fast_inference(compose, overrides, expected):
+    from algorithms.distributed.runner import trainer_kwargs
+
+    c = to_run_config(compose("behavior_ppo_openvlaoft_embedded", overrides))
+    check_run_config(c, gpus_per_node=0)
+    assert trainer_kwargs(c)["recompute_log_probs"] is expected
+
+
+def test_fast_inference_kwargs(compose):
+    c = to_run_config(compose("behavior_ppo_openvlaoft_embedded", [
+        "rollout.fast_inference.enabled=true", "rollout.fast_inference.compile=false"]))
+    check_run_config(c, gpus_per_node=0)
+    assert c.rollout.fast_inference.kwargs() == {"compile": False, "cuda_graphs": None, "mode": None, "fp8": False,
+                                                 "fp8_vision": False}
+
+
+FI = "rollout.fast_inference"
+ON = f"{FI}.enabled=true"
+
+
+@pytest.mark.parametrize("overrides,key,match", [
+    ([f"{FI}.fp8=true"], f"{FI}.fp8", "which is off"),
+    ([ON, f"{FI}.fp8=true"], f"{FI}.fp8", "this cluster has no GPUs"),
+    ([ON, f"{FI}.fp8_vision=true"], f"{FI}.fp8_vision", f"needs {FI}.fp8=true"),
+    ([ON, f"{FI}.cuda_graphs=true"], f"{FI}.cuda_graphs", "this cluster has none"),
+    ([ON, f"{FI}.mode=fastest"], f"{FI}.mode", "unknown torch.compile mode 'fastest'"),
+    ([ON, f"{FI}.mode=max-autotune", f"{FI}.compile=false"], f"{FI}.mode", "compile=false"),
+    ([ON, f"{FI}.mode=reduce-overhead"], f"{FI}.mode", "cuda_graphs=false"),
+])
+def test_bad_fast_inference_settings_name_their_key(compose, overrides, key, match):
+    found, text = problems(compose, overrides)
+    assert key in found, text
+    assert match in found[key]
+
+
+def test_fp8_needs_a_gpu_that_runs_fp8_gemms(compose, monkeypatch):
+    """Checked at the start with this machine's GPU (standing for the cluster's), not in a worker."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100")
+    found, _ = problems(compose, [ON, f"{FI}.fp8=true"], name="behavior_ppo_openvlaoft", gpus=8)
+    assert "A100 has compute capability 8.0" in found[f"{FI}.fp8"]
+    assert "set rollout.fast_inference.fp8=false" in found[f"{FI}.fp8"]
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    found, _ = problems(compose, [ON, f"{FI}.fp8=true"], name="behavior_ppo_openvlaoft", gpus=8)
+    assert f"{FI}.fp8" not in found  # an H100: fine (what is left is this machine's lack of checkpoint / Isaac)
+    # rollout sharing the actor's GPUs: the trainer's own policy would act, and FP8 would replace its weights
+    found, _ = problems(compose, [ON, f"{FI}.fp8=true", "actor.model.precision=bf16"], gpus=1)
+    assert "needs rollout workers with their own copy" in found[f"{FI}.fp8"]
+    found, _ = problems(compose, [ON, f"{FI}.fp8=true", "actor.model.precision=fp32"],
+                        name="behavior_ppo_openvlaoft", gpus=8)
+    assert "actor.model.precision is 'fp32'" in found[f"{FI}.fp8"]
+
+
+@pytest.mark.parametrize("value", ["maybe", 1.5])
+def test_fast_inference_values_of_the_wrong_type(compose, value):
+    with pytest.raises(ConfigError) as e:
+        to_run_config(compose("behavior_ppo_openvlaoft_embedded", [f"{FI}.enabled={value}"]))
+    assert e.value.keys == [f"{FI}.enabled"]

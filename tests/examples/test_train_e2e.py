@@ -55,13 +55,19 @@ def test_embedded_ppo_trains_logs_films_saves_and_resumes(tmp_path):
     config = open(os.path.join(folder, "config.yaml")).read()
     assert "video_base_dir: " + os.path.join(folder, "video", "train") in config
 
+    # resumed with fast inference (fused projections; no compiling on this CPU): the trainer's own policy
+    # acts with it, and the update recomputes the old log-probs (the config decides, not the checkpoint)
     resumed_root = tmp_path / "resumed"
     out = run("behavior_ppo_openvlaoft_embedded", f"runner.logger.log_path={resumed_root}", "runner.max_epochs=3",
               f"runner.resume_dir={folder}/checkpoints/global_step_2", "video_cfg.save_video=false", *SMALL,
-              cwd=tmp_path)
+              "rollout.fast_inference.enabled=true", "rollout.fast_inference.compile=false", cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     summary = json.load(open(os.path.join(run_dir(resumed_root), "summary.json")))
     assert summary["global_step"] == 3 and summary["num_timesteps"] == 3 * 8 * 4
+    assert summary["recompute_log_probs"] is True and summary["fast_inference"]["compile"] is False
+    assert "the trainer's policy acts with fast inference" in open(os.path.join(run_dir(resumed_root),
+                                                                                "run_embodiment.log")).read()
+    assert {"rollout/log_prob_gap", "time/recompute_log_probs"} <= scalars(run_dir(resumed_root))
 
 
 def test_a_bad_config_stops_before_anything_starts(tmp_path):
