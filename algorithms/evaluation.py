@@ -8,6 +8,11 @@ steps, and success / q_score are left out (None) for the episodes that lack them
     from algorithms import evaluate
     stats = evaluate(model, env, episodes=20)   # model: an SB3 model or policy, or obs -> action
     stats["success_rate"], stats["per_task"]["pick_and_place"]["q_score"]
+
+An OpenVLA-OFT policy on CUDA is evaluated with its fast inference (compiled layer regions and CUDA
+graphs, `use_fast_inference`); FP8 GEMMs are opt-in (``fast_inference={"fp8": True}``). Greedy
+evaluation needs no log-probs that agree with a training forward pass, so the fast path's small
+logit differences only matter through the actions they pick.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from algorithms.group_reset import episode_success
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "use_fast_inference"]
 
 
 def _predictor(policy: Any, deterministic: bool) -> Callable[[Any], np.ndarray]:
@@ -32,6 +37,40 @@ def _predictor(policy: Any, deterministic: bool) -> Callable[[Any], np.ndarray]:
         return policy
     raise TypeError(f"evaluate needs an SB3 model or policy (with .predict) or a callable obs -> action, got "
                     f"{type(policy).__name__}")
+
+
+def _fast_policy(policy_or_model: Any) -> Any | None:
+    # the policy with a fast path: the model's `policy`, or the policy itself (None: SB3's own, callables)
+    for p in (policy_or_model, getattr(policy_or_model, "policy", None)):
+        if p is not None and hasattr(p, "enable_fast_inference") and hasattr(p, "fast_inference"):
+            return p
+    return None
+
+
+def use_fast_inference(policy_or_model: Any, enabled: bool | None = None, **kwargs: Any) -> bool:
+    """Turn on a policy's fast inference (`OpenVLAOFTPolicy.enable_fast_inference`) for evaluation, unless it
+    is on already; returns whether it is on.
+
+    Args:
+        policy_or_model: an SB3 model or a policy. One without a fast path (SB3's own policies, callables)
+            is left as it is.
+        enabled: None = on for a policy on CUDA (compiled regions and CUDA graphs) or when `fp8` is asked
+            for, off on a CPU; False = leave the policy as it is.
+        **kwargs: `enable_fast_inference` arguments, e.g. ``fp8=True`` (FP8 GEMMs; CUDA compute capability
+            >= 8.9). FP8 replaces the weights by FP8-rounded ones for good (`disable_fast_inference` gives
+            back bfloat16 layers holding the rounded values): use it on a policy that is only evaluated.
+    """
+    policy = _fast_policy(policy_or_model)
+    if policy is None:
+        if enabled:
+            raise TypeError(f"{type(policy_or_model).__name__} has no fast inference (enable_fast_inference); "
+                            "evaluate it with fast_inference=False")
+        return False
+    if enabled is None:
+        enabled = policy.device.type == "cuda" or bool(kwargs.get("fp8"))
+    if enabled and not policy.fast_inference:
+        policy.enable_fast_inference(**kwargs)
+    return policy.fast_inference
 
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -53,7 +92,7 @@ def _episode(info: Mapping[str, Any], steps: int, ret: float) -> dict[str, Any]:
 
 
 def evaluate(policy_or_model: Any, env: gym.Env | VecEnv, episodes: int = 10, deterministic: bool = True,
-             seed: int | None = None) -> dict[str, Any]:
+             seed: int | None = None, fast_inference: bool | Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Run `episodes` episodes and report their means, overall and per task.
 
     Args:
@@ -65,6 +104,10 @@ def evaluate(policy_or_model: Any, env: gym.Env | VecEnv, episodes: int = 10, de
         deterministic: act with the mode of the policy's distribution.
         seed: a Gymnasium env is reset with ``seed + i`` for episode i (None: unseeded after the
             first); a VecEnv is seeded once with `seed`.
+        fast_inference: the policy's fast inference during the evaluation (`use_fast_inference`):
+            None = on for a policy on CUDA, True = on, a mapping = on with these `enable_fast_inference`
+            arguments (e.g. ``{"fp8": True}``), False = the policy as it is. What this call turns on it
+            turns off at the end; a policy whose fast inference was on already keeps it.
 
     Returns:
         ``{"episodes", "success_rate", "q_score", "episode_len", "return", "return_std", "per_task":
@@ -74,6 +117,28 @@ def evaluate(policy_or_model: Any, env: gym.Env | VecEnv, episodes: int = 10, de
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     act = _predictor(policy_or_model, deterministic)
+    policy = _fast_policy(policy_or_model)
+    was_on = policy is not None and policy.fast_inference
+    kwargs = dict(fast_inference) if isinstance(fast_inference, Mapping) else {}
+    enabled = None if fast_inference is None else fast_inference is not False
+    now_on = use_fast_inference(policy_or_model, enabled, **kwargs)
+    try:
+        rows = _episodes(act, env, episodes, seed)
+    finally:
+        if now_on and not was_on:
+            policy.disable_fast_inference()
+
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_task[row["task"]].append(row)
+    out = _summary(rows)
+    out["per_task"] = {task: _summary(task_rows) for task, task_rows in by_task.items()}
+    out["episode_records"] = rows
+    return out
+
+
+def _episodes(act: Callable[[Any], np.ndarray], env: gym.Env | VecEnv, episodes: int,
+              seed: int | None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     if isinstance(env, VecEnv):
         if seed is not None:
@@ -105,11 +170,4 @@ def evaluate(policy_or_model: Any, env: gym.Env | VecEnv, episodes: int = 10, de
                 ret += float(reward)
                 done = terminated or truncated
             rows.append(_episode(info, steps, ret))
-
-    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        by_task[row["task"]].append(row)
-    out = _summary(rows)
-    out["per_task"] = {task: _summary(task_rows) for task, task_rows in by_task.items()}
-    out["episode_records"] = rows
-    return out
+    return rows

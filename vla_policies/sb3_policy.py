@@ -393,6 +393,11 @@ class OpenVLAOFTPolicy(BasePolicy):
     def disable_fast_inference(self) -> None:
         self.model.disable_fast_inference()
 
+    @property
+    def fast_inference(self) -> bool:
+        """Whether fast inference is on (`enable_fast_inference`)."""
+        return self.model._fast_inference is not None
+
     def set_sampling(self, temperature: float | None = None, top_k: int | None = None) -> None:
         if temperature is not None:
             if not temperature > 0:

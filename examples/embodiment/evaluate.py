@@ -10,6 +10,10 @@
 `env.train.seed`; keep `seed` far from both). Each mode (`greedy`: argmax tokens, `sampled`: tokens
 sampled at `temperature`) runs `episodes_per_task` episodes of every task. Prints a table and writes
 it as JSON to `out`.
+
+`fast_inference` (null: on with CUDA) runs the policy's forward passes through compiled layer regions
+and CUDA graphs; `fp8=true` adds FP8 GEMMs (CUDA compute capability >= 8.9; the weights are rounded to
+FP8, so the numbers are those of the FP8 policy).
 """
 
 from __future__ import annotations
@@ -44,6 +48,30 @@ class EvalConfig:
     max_episode_steps: int | None = None
     out: str = "runs/eval/eval.json"
     device: str = "auto"
+    fast_inference: bool | None = None  # compiled regions + CUDA graphs; null: on with CUDA
+    fp8: bool = False  # with fast inference: FP8 GEMMs in the Llama layers
+    fp8_vision: bool = False  # with fp8: the ViT blocks' linears too
+
+
+def check_fast_inference(c: EvalConfig, device: str) -> None:
+    """Exit with the key and the fix if the fast-inference settings cannot work on `device` (before the
+    model is loaded)."""
+    import torch
+
+    if c.fp8_vision and not c.fp8:
+        fail("evaluate", "fp8_vision", "quantizes the ViT blocks in addition to the Llama layers: it needs fp8=true")
+    if c.fp8 and c.fast_inference is False:
+        fail("evaluate", "fp8", "FP8 is part of fast inference, which fast_inference=false turns off; set "
+                                "fast_inference to null or true, or fp8=false")
+    if c.fp8:
+        from vla_policies.openvla_oft.fp8 import fp8_unsupported_reason
+
+        dev = torch.device(device)
+        why = ("the policy runs on the CPU (torch's CPU kernel is a reference for tests)" if dev.type == "cpu"
+               else fp8_unsupported_reason(dev))
+        if why:
+            fail("evaluate", "fp8", f"FP8 GEMMs need a CUDA GPU of compute capability 8.9 or newer: {why}; set "
+                                    "fp8=false")
 
 
 def load_policy(c: EvalConfig, device: str):
@@ -77,6 +105,7 @@ def main(cfg: DictConfig) -> None:
 
     from algorithms import evaluate
     from algorithms.distributed.env_worker import EnvSpec
+    from algorithms.evaluation import use_fast_inference
 
     c = typed_config(cfg, EvalConfig, "evaluate")
     if bool(c.model_path) == bool(c.checkpoint):
@@ -92,13 +121,21 @@ def main(cfg: DictConfig) -> None:
         fail("evaluate", "num_envs", f"{c.num_envs} envs cannot be shared evenly by {len(c.tasks)} tasks; use a "
                                      "multiple of the number of tasks")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if c.device == "auto" else c.device
+    check_fast_inference(c, device)
     policy = load_policy(c, device)
     policy.set_training_mode(False)
+    fast = {"fp8": True, "fp8_vision": c.fp8_vision} if c.fp8 else {}
+    try:  # once for all modes: the compiled regions and captured graphs serve both
+        fast_on = use_fast_inference(policy, c.fast_inference, **fast)
+    except ValueError as e:  # e.g. FP8 with a checkpoint that is not in bfloat16
+        fail("evaluate", "fp8" if c.fp8 else "fast_inference", str(e))
+    print(f"fast inference: {'on' + (' (FP8)' if c.fp8 else '') if fast_on else 'off'}")
     k = policy.model.config.num_action_chunks
     spec = EnvSpec(chunk=k, image_size=c.image_size, obs_every=k, max_episode_steps=c.max_episode_steps,
                    tasks=tuple(c.tasks), instance_ids=tuple(c.seed + i for i in range(c.num_envs)))
     per_env = -(-c.episodes_per_task * len(c.tasks) // c.num_envs)
-    results = {"model": path, "seed": c.seed, "num_envs": c.num_envs, "modes": {}}
+    results = {"model": path, "seed": c.seed, "num_envs": c.num_envs, "fast_inference": fast_on, "fp8": c.fp8,
+               "modes": {}}
     print(f"{'mode':<8} {'task':<24} {'episodes':>8} {'success':>8} {'q_score':>8} {'length':>7}")
     for mode in c.modes:
         policy.set_sampling(temperature=c.temperature if mode == "sampled" else None)
@@ -107,7 +144,7 @@ def main(cfg: DictConfig) -> None:
         try:
             with torch.no_grad():
                 stats = evaluate(policy, venv, episodes=per_env * c.num_envs, deterministic=mode == "greedy",
-                                 seed=c.seed)
+                                 seed=c.seed, fast_inference=False)  # as set up above
         finally:
             venv.close()
         stats.pop("episode_records")
