@@ -184,3 +184,22 @@ def test_the_update_recomputes_what_a_fast_worker_acted(monkeypatch, fast):
         assert gap > 1e-3, gap
     else:
         assert gap < 1e-4, gap  # fused projections: the eager forward up to float rounding
+
+
+def test_the_rollout_benchmark_runs_on_a_cpu():
+    """benchmarks/rollout_throughput.py --quick (tiny): every variant gets a row of numbers."""
+    import os
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "rollout_throughput.py")
+    out = subprocess.run([sys.executable, script, "--quick", "--batch", "2", "--rollout-steps", "1", "--repeats", "1",
+                          "--warmup", "0", "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = {line.split()[0]: line.split() for line in out.stdout.splitlines()
+            if line.split()[:1] in (["eager"], ["fast"], ["fast-fp8"])}
+    assert set(rows) == {"eager", "fast", "fast-fp8"}, out.stdout  # fast-fp8 "skipped" without CPU FP8
+    assert not any("FAILED" in r for r in rows.values()), out.stdout
+    for variant in ("eager", "fast"):
+        assert all(x != "-" for x in rows[variant][2:7] + rows[variant][-3:]), out.stdout  # times, gap
+    assert rows["fast"][7] == "1.000"  # the greedy tokens are the eager worker's
