@@ -60,6 +60,10 @@ class DemoSet:
     tasks: list[str]
     episodes: int
     actions: np.ndarray = field(repr=False, default=None)  # [M, 23] every action of the episodes (statistics)
+    # Privileged labels (`behavior_gym.experts.privileged`), None unless every episode has them:
+    # points [N, P, 3] the task's objects in the robot's frame, points_mask [N, P] which are real.
+    points: np.ndarray | None = field(repr=False, default=None)
+    points_mask: np.ndarray | None = field(repr=False, default=None)
 
     def __len__(self) -> int:
         return len(self.head)
@@ -107,6 +111,7 @@ def load_demos(paths: list[str], chunk: int = 8, frame_stride: int = 1, successf
 
 
 _ARRAYS = ("head", "wrist", "proprio", "chunks", "instruction", "task", "actions")
+_OPTIONAL = ("points", "points_mask")  # cached when the demonstrations have them
 
 
 def _cache_key(files, *args) -> str:
@@ -126,6 +131,8 @@ def _load_cache(path: str) -> DemoSet | None:
     with open(meta) as f:
         m = json.load(f)
     arrays = {k: np.load(os.path.join(path, f"{k}.npy"), mmap_mode="c") for k in _ARRAYS}  # copy-on-write: torch-ready
+    arrays.update({k: np.load(os.path.join(path, f"{k}.npy")) for k in _OPTIONAL
+                   if os.path.exists(os.path.join(path, f"{k}.npy"))})
     log.info("demonstrations from the cache %s", path)
     return DemoSet(**arrays, instructions=m["instructions"], tasks=m["tasks"], episodes=m["episodes"])
 
@@ -143,8 +150,9 @@ def _save_cache(demos: DemoSet, path: str) -> None:
         return
     tmp = f"{path}.tmp{os.getpid()}"
     os.makedirs(tmp, exist_ok=True)
-    for k in _ARRAYS:
-        np.save(os.path.join(tmp, f"{k}.npy"), getattr(demos, k))
+    for k in _ARRAYS + _OPTIONAL:
+        if getattr(demos, k) is not None:
+            np.save(os.path.join(tmp, f"{k}.npy"), getattr(demos, k))
     with open(os.path.join(tmp, "meta.json"), "w") as f:  # written last: its presence marks a whole cache
         json.dump({"instructions": demos.instructions, "tasks": demos.tasks, "episodes": demos.episodes}, f)
     if os.path.isdir(path):
@@ -168,7 +176,7 @@ def _demo_files(paths: list[str]) -> list[str]:
 
 
 def _load_demos(files, chunk, frame_stride, successful_only, tasks, max_episodes_per_task, workers) -> DemoSet:
-    parts: dict[str, list] = {k: [] for k in _ARRAYS}
+    parts: dict[str, list] = {k: [] for k in _ARRAYS + _OPTIONAL}
     instructions: list[str] = []
     task_names: list[str] = []
     per_task: dict[str, int] = {}
@@ -187,8 +195,9 @@ def _load_demos(files, chunk, frame_stride, successful_only, tasks, max_episodes
             if max_episodes_per_task is not None and per_task.get(task, 0) >= max_episodes_per_task:
                 continue
             per_task[task] = per_task.get(task, 0) + 1
-            for key in ("head", "wrist", "proprio", "chunks", "actions"):
-                parts[key].append(ep[key])
+            for key in ("head", "wrist", "proprio", "chunks", "actions", *_OPTIONAL):
+                if key in ep:
+                    parts[key].append(ep[key])
             if ep["instruction"] not in instructions:
                 instructions.append(ep["instruction"])
             if task not in task_names:
@@ -199,10 +208,12 @@ def _load_demos(files, chunk, frame_stride, successful_only, tasks, max_episodes
             episodes += 1
     if not episodes:
         raise ValueError(f"no usable episodes in {files} (successful_only={successful_only}, tasks={tasks})")
-    data = {k: np.concatenate(v) for k, v in parts.items()}
+    complete = all(len(parts[k]) == episodes for k in _OPTIONAL)  # privileged labels in every episode
+    data = {k: np.concatenate(v) for k, v in parts.items() if k in _ARRAYS or complete}
     return DemoSet(head=data["head"], wrist=data["wrist"], proprio=data["proprio"], chunks=data["chunks"],
                    instruction=data["instruction"], instructions=instructions, task=data["task"], tasks=task_names,
-                   episodes=episodes, actions=data["actions"])
+                   episodes=episodes, actions=data["actions"], points=data.get("points"),
+                   points_mask=data.get("points_mask"))
 
 
 def _read_file(job: tuple) -> list[dict[str, Any]]:
@@ -225,9 +236,13 @@ def _read_file(job: tuple) -> list[dict[str, Any]]:
                 # A sample's chunk must hold only the expert's own actions (no recovery displacements).
                 label = g["expert_label"][()].astype(bool)
                 keep = keep[_chunks(label[:, None], chunk)[keep, :, 0].all(1)]
-            out.append({"task": task, "instruction": str(attrs["instruction"]), "actions": actions,
-                        "head": g["head_rgb"][()][keep], "wrist": g["wrist_rgb"][()][keep],
-                        "proprio": g["proprio"][()][keep].astype(np.float32), "chunks": _chunks(actions, chunk)[keep]})
+            ep = {"task": task, "instruction": str(attrs["instruction"]), "actions": actions,
+                  "head": g["head_rgb"][()][keep], "wrist": g["wrist_rgb"][()][keep],
+                  "proprio": g["proprio"][()][keep].astype(np.float32), "chunks": _chunks(actions, chunk)[keep]}
+            if "points" in g:
+                ep["points"] = g["points"][()][keep].astype(np.float32)
+                ep["points_mask"] = np.repeat(g["points_mask"][()].astype(bool)[None], len(keep), 0)
+            out.append(ep)
     return out
 
 
@@ -297,6 +312,12 @@ class SFTConfig:
     # the one-hot token, so a near miss costs less than a far one (the 256 bins are ordered). Off by
     # default: in benchmarks/bc_clonability.py sigma 2 doubled the lifts, success stayed the same.
     label_sigma: float = 0.0
+    # > 0: also regress where the task's objects are (the demonstrations' privileged `points`, in the
+    # robot's frame) from the state the value head reads (the last prompt token's), with this weight
+    # on a smooth-L1 loss in decimetres. An auxiliary loss: the policy never gets the points as input;
+    # it gives the vision towers a direct signal for where things are, which action tokens give only
+    # through the motions they lead to. The head is dropped after SFT.
+    aux_position_weight: float = 0.0
 
 
 def _random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
@@ -333,7 +354,46 @@ class _Batches:
         images = torch.cat([self.head[idx][:, None], self.wrist[idx]], dim=1).to(**move)
         obs = {"images": images, "proprio": self.proprio[idx].to(**move),
                "instruction": [self.demos.instructions[i] for i in self.demos.instruction[idx.numpy()]]}
+        if self.demos.points is not None:
+            obs["points"] = torch.from_numpy(np.asarray(self.demos.points[idx.numpy()])).to(**move)
+            obs["points_mask"] = torch.from_numpy(np.asarray(self.demos.points_mask[idx.numpy()])).to(**move)
         return obs, self.chunks[idx].to(**move)
+
+
+class AuxPositionHead(torch.nn.Module):
+    """Predicts the task's object positions from the hidden state the policy's value head reads (a
+    forward hook on the value head keeps it), for `SFTConfig.aux_position_weight`."""
+
+    def __init__(self, policy, n_points: int, hidden: int = 256):
+        super().__init__()
+        head = policy.model.value_head
+        if head is None:
+            raise ValueError("aux_position_weight > 0 reads the last prompt token's state where the value head "
+                             "does; this policy has none (config add_value_head=False): build it with a value head "
+                             "or set aux_position_weight=0")
+        self.n_points = n_points
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(policy.model.config.hidden_size, hidden), torch.nn.GELU(),
+                                       torch.nn.Linear(hidden, 3 * n_points))
+        self._state: torch.Tensor | None = None
+        self._hook = head.register_forward_hook(self._keep)
+
+    def _keep(self, module, args, output) -> None:
+        self._state = args[0]
+
+    def loss(self, points: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(smooth-L1 loss in decimetres over the real points, mean position error in cm) for the
+        forward pass just run."""
+        if self._state is None:
+            raise RuntimeError("AuxPositionHead.loss before a forward pass of the policy")
+        pred = self.mlp(self._state.float()).view(-1, self.n_points, 3)
+        self._state = None
+        m = mask.bool()
+        err = torch.nn.functional.smooth_l1_loss(10 * pred[m], 10 * points[m].float())
+        cm = 100 * (pred[m] - points[m].float()).norm(dim=-1).mean()
+        return err, cm.detach()
+
+    def remove(self) -> None:
+        self._hook.remove()
 
 
 def _atomic_torch_save(obj: Any, path: str) -> None:
@@ -389,7 +449,14 @@ def train_sft(policy, demos: DemoSet, cfg: SFTConfig, out_dir: str, logger=None)
     logger = logger or configure(out_dir, ["stdout", "tensorboard", "csv"])
     device = policy.device
     bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
-    params = [p for p in policy.parameters() if p.requires_grad]
+    aux = None
+    if cfg.aux_position_weight > 0:
+        if demos.points is None:
+            raise ValueError("aux_position_weight > 0 needs demonstrations with privileged `points`; these have "
+                             "none (recorded before they were added): record them again with collect_demos.py, "
+                             "or set aux_position_weight=0")
+        aux = AuxPositionHead(policy, demos.points.shape[1]).to(device)
+    params = [p for p in policy.parameters() if p.requires_grad] + (list(aux.parameters()) if aux else [])
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -407,6 +474,8 @@ def train_sft(policy, demos: DemoSet, cfg: SFTConfig, out_dir: str, logger=None)
             log.warning("resuming with steps=%d (the saved run planned %d): the lr schedule follows the new value",
                         cfg.steps, state["config"]["steps"])
         policy.load_state_dict(state["policy"])
+        if aux is not None and state.get("aux") is not None:
+            aux.load_state_dict(state["aux"])
         opt.load_state_dict(state["optimizer"])
         step = state["step"]
         random.setstate(state["python_rng"])
@@ -417,12 +486,13 @@ def train_sft(policy, demos: DemoSet, cfg: SFTConfig, out_dir: str, logger=None)
 
     def save_state() -> None:
         _atomic_torch_save({"policy": policy.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                            "config": asdict(cfg), "python_rng": random.getstate()}, state_path)
+                            "config": asdict(cfg), "python_rng": random.getstate(),
+                            "aux": aux.state_dict() if aux is not None else None}, state_path)
 
     policy.train()
     t0 = time.perf_counter()
     t_log, samples = t0, 0
-    loss_sum = acc_sum = 0.0
+    loss_sum = acc_sum = aux_sum = 0.0
     n_sum = 0
     finished = False
     probe = None
@@ -449,8 +519,13 @@ def train_sft(policy, demos: DemoSet, cfg: SFTConfig, out_dir: str, logger=None)
             obs["images"] = _random_shift(obs["images"], cfg.random_shift, gen)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss, acc = sft_loss(policy, obs, chunks, cfg.label_sigma)
+            total = loss
+            if aux is not None:
+                aux_loss, aux_cm = aux.loss(obs["points"], obs["points_mask"])
+                total = loss + cfg.aux_position_weight * aux_loss
+                aux_sum += aux_cm
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
         opt.step()
         step += 1
@@ -466,13 +541,19 @@ def train_sft(policy, demos: DemoSet, cfg: SFTConfig, out_dir: str, logger=None)
             logger.record("sft/lr", lr)
             logger.record("time/samples_per_s", samples / (now - t_log))
             logger.record("sft/epoch", step * cfg.batch_size / len(demos))
+            if aux is not None:
+                logger.record("sft/aux_position_error_cm", float(aux_sum / n_sum))
             logger.dump(step)
             last = {"loss": float(loss_sum / n_sum), "token_accuracy": float(acc_sum / n_sum),
                     "samples_per_s": samples / (now - t_log)}
-            t_log, samples, loss_sum, acc_sum, n_sum = now, 0, 0.0, 0.0, 0
+            if aux is not None:
+                last["aux_position_error_cm"] = float(aux_sum / n_sum)
+            t_log, samples, loss_sum, acc_sum, aux_sum, n_sum = now, 0, 0.0, 0.0, 0.0, 0
         if step % cfg.save_every == 0:
             save_state()
     save_state()
+    if aux is not None:
+        aux.remove()
     summary: dict[str, Any] = {"step": step, "finished": finished, "seconds": time.perf_counter() - t0,
                                "samples": len(demos), "episodes": demos.episodes, "tasks": demos.tasks}
     summary.update(last)

@@ -88,6 +88,11 @@ def _make(task: str, seed: int, arms: str):
         expert.drive_settle_steps = 0
     if arms == "standoff_slow":  # a longer, gentler end to each drive (see `--arms` in the module doc)
         expert.drive_gain, expert.drive_min_speed = 1.5, 0.05
+    if arms == "standoff_jitter":  # standoffs drawn +-5 cm around the nominal one (`standoff_jitter`)
+        expert.standoff_jitter = 0.05
+        expert.recovery_rng = np.random.default_rng(2 * 10**6 + seed)
+    if arms == "standoff_place_here":  # no carry drive where the target is within reach after the pick
+        expert.place_from_standoff = False
     if arms == "standoff_yaw":  # and grasp with the hand along the heading (assisted grasping holds it anyway)
         expert.grasp_yaw = types.MethodType(lambda self, name: self.base_pose()[2], expert)
     expert.reset()
@@ -358,7 +363,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", default=["pick_and_place"])
     ap.add_argument("--arms", nargs="+", default=["standoff"],
-                    choices=["standoff", "standoff_yaw", "standoff_nowait", "standoff_slow", "one", "side", "servo"])
+                    choices=["standoff", "standoff_yaw", "standoff_nowait", "standoff_slow", "standoff_jitter",
+                             "standoff_place_here", "one", "side", "servo"])
     ap.add_argument("--noise", nargs="+", type=float, default=[0.0, 0.03], help="metres of position noise")
     ap.add_argument("--demos", type=int, default=150, help="expert episodes per task and expert variant")
     ap.add_argument("--actions", nargs="+", default=["absolute"], choices=["absolute", "delta"],

@@ -11,6 +11,8 @@ Layout (one group per episode, images uint8 and compressed):
         rewards       float32 [T]
         expert_label  bool [T]   False where the action is a displacement, not the expert's choice
                                  (`ScriptedExpert.recovery_offset`; absent in older files: all True)
+        points        float32 [T, P, 3]  the task's objects in the robot's frame (privileged labels for
+        points_mask   bool [P]           auxiliary losses, `behavior_gym.experts.privileged`; not in older files)
         attrs: task, instance_id, seed, instruction, success, episode_len, q_score, expert_failure
 
 `record_episodes(task, n, path)` runs `make_expert` on fresh seeds and appends episodes;
@@ -44,9 +46,13 @@ def record_episode(env, expert, seed: int, max_steps: int | None = None, recover
         expert.recovery_offset = recovery_offset
         expert.recovery_rng = np.random.default_rng(10**6 + seed)
     expert.reset()
-    heads, wrists, props, acts, rews, labels = [], [], [], [], [], []
+    from behavior_gym.experts.privileged import TaskPoints
+
+    task_points = TaskPoints(env)
+    heads, wrists, props, acts, rews, labels, points = [], [], [], [], [], [], []
     limit = max_steps or env.unwrapped.max_episode_steps
     for _ in range(limit):
+        points.append(task_points()[0])
         action = expert.act(obs)
         labels.append(not expert.perturbing)
         heads.append(obs["head_rgb"])
@@ -64,6 +70,8 @@ def record_episode(env, expert, seed: int, max_steps: int | None = None, recover
         "actions": np.stack(acts).astype(np.float32),
         "rewards": np.asarray(rews, np.float32),
         "expert_label": np.asarray(labels, bool),
+        "points": np.stack(points).astype(np.float32),
+        "points_mask": task_points.mask.copy(),
         "instruction": obs["instruction"],
         "success": bool(info["success_once"]),
         "episode_len": int(info["episode_len"]),
@@ -77,7 +85,7 @@ def write_episode(f: h5py.File, ep: dict, task: str, instance_id: int, seed: int
     g = f.create_group(name)
     for key in ("head_rgb", "wrist_rgb"):
         g.create_dataset(key, data=ep[key], compression=compression, chunks=(1, *ep[key].shape[1:]))
-    for key in ("proprio", "actions", "rewards", "expert_label"):
+    for key in ("proprio", "actions", "rewards", "expert_label", "points", "points_mask"):
         g.create_dataset(key, data=ep[key])
     g.attrs.update(task=task, instance_id=instance_id, seed=seed, instruction=ep["instruction"],
                    success=ep["success"], episode_len=ep["episode_len"], q_score=ep["q_score"],

@@ -50,7 +50,21 @@ class _SkillExpert(ScriptedExpert):
     def arm_for(self, p) -> str:
         return self.ARM
 
+    # Metres: each standoff is drawn around the nominal one (sideways +-this, forward and back half of
+    # it), so that demonstrations show the arm adjusting to an object that is not quite where the
+    # drive should have put it (a clone's drive ends a few centimetres off). 0: always the nominal.
+    standoff_jitter = 0.0
+    # False: a place whose target the arm reaches from where the pick left the robot is made from
+    # there (no carry drive); True: from the standoff, like every pick.
+    place_from_standoff = True
+
     def approach(self, p, arm: str, **kwargs):
+        if self.standoff_jitter > 0:
+            j = self.standoff_jitter
+            kwargs.setdefault("x_des", 0.55 + self.recovery_rng.uniform(-j / 2, j / 2))
+            kwargs.setdefault("y_des", 0.17 + self.recovery_rng.uniform(-j, j))
+        if self.holding is not None and not self.place_from_standoff and self._reachable(arm, p):
+            return  # put it down from where the pick left the robot
         if self.always_standoff or not self._reachable(arm, p):
             yield from super().approach(p, arm, **kwargs)
 

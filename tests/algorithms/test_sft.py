@@ -162,3 +162,49 @@ def test_label_smoothing_targets_and_training(demo_dir, tmp_path):
     cfg = SFTConfig(steps=40, batch_size=8, lr=2e-3, warmup_steps=5, log_every=10, random_shift=0, label_sigma=2.0)
     out = train_sft(policy, demos, cfg, str(tmp_path))
     assert out["finished"] and out["token_accuracy"] > 0.2, out  # chance: 1/256
+
+
+def test_demos_carry_privileged_points_and_the_aux_loss_learns_them(demo_dir, tmp_path):
+    """Recorded episodes hold the task's points in the robot frame (open_drawer: the handle, one real
+    point of two); `aux_position_weight` regresses them from the value head's input state, the
+    position error falls, the head does not end up in the checkpoint, and missing labels or a policy
+    without a value head are refused clearly."""
+    demos = load_demos([demo_dir], chunk=2, frame_stride=2)
+    assert demos.points.shape == (len(demos), 2, 3) and demos.points_mask.shape == (len(demos), 2)
+    assert demos.points_mask[:, 0].all() and not demos.points_mask[:, 1].any()
+    # The handle is in front of the robot, at drawer height, and comes closer as the drawer opens.
+    assert (demos.points[:, 0, 0] > 0.2).all() and (np.abs(demos.points[:, 0, 2] - 0.6) < 0.3).all()
+    torch.manual_seed(0)
+    policy = sft_policy(demos, preset="tiny", image_size=32, config_overrides={"image_sizes": [28, 28]})
+    cfg = SFTConfig(steps=60, batch_size=8, lr=2e-3, warmup_steps=5, log_every=10, random_shift=0,
+                    aux_position_weight=1.0)
+    errors = []
+
+    class _Log:
+        def record(self, key, value):
+            if key == "sft/aux_position_error_cm":
+                errors.append(value)
+
+        def dump(self, step):
+            pass
+
+    out = train_sft(policy, demos, cfg, str(tmp_path), logger=_Log())
+    assert len(errors) == 6 and errors[-1] < 0.6 * errors[0], errors
+    assert out["aux_position_error_cm"] == errors[-1]
+    assert policy.model.value_head._forward_hooks == {}  # the hook goes with the head
+    from safetensors import safe_open
+
+    keys = []
+    for f in os.listdir(out["model_path"]):
+        if f.endswith(".safetensors"):
+            with safe_open(os.path.join(out["model_path"], f), "pt") as st:
+                keys += list(st.keys())
+    assert keys and not any("aux" in k for k in keys)
+    old = load_demos([demo_dir], chunk=2, frame_stride=2)
+    old.points = old.points_mask = None
+    with pytest.raises(ValueError, match="privileged"):
+        train_sft(policy, old, cfg, str(tmp_path / "old"))
+    no_value = sft_policy(demos, preset="tiny", image_size=32,
+                          config_overrides={"image_sizes": [28, 28], "add_value_head": False})
+    with pytest.raises(ValueError, match="value head"):
+        train_sft(no_value, demos, cfg, str(tmp_path / "nv"))
