@@ -4,7 +4,7 @@
 
 Writes `learning_rl_curves.png` (success and mean chunk return against env steps, PPO and GRPO;
 runs continued with `runner.resume_dir` are joined) and `learning_sft_curves.png` (SFT loss and
-token accuracy against optimizer steps).
+token accuracy against optimizer steps; with the auxiliary position loss also its error in cm).
 """
 
 from __future__ import annotations
@@ -89,8 +89,10 @@ def main(argv=None) -> None:
         print(f"wrote {path}")
     if a.sft and os.path.isdir(a.sft):
         tags = scalars(a.sft)
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        for ax, tag in ((axes[0], "sft/loss"), (axes[1], "sft/token_accuracy")):
+        panels = ["sft/loss", "sft/token_accuracy"] + (["sft/aux_position_error_cm"]
+                                                       if "sft/aux_position_error_cm" in tags else [])
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4))
+        for ax, tag in zip(axes, panels):
             if tag in tags:
                 xs, ys = zip(*tags[tag])
                 ax.plot(xs, ys)

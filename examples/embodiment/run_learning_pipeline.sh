@@ -10,7 +10,9 @@
 # Settings come from the environment (defaults in brackets):
 #   WORK [runs/learning]  NUM_WORKERS [nproc]  DEMOS_PER_TASK [100]  SFT_MINUTES [5.5]  SFT_PRESET [small-p28]
 #   SFT_STEPS [0: as many as fit in SFT_MINUTES]  RL_MINUTES [5.5]  EVAL_EPISODES [100]  EVAL_ENVS [32]  TASKS [pick_and_place,stacking,open_drawer,turning_on_radio]
-#   EXTRA_RL (more Hydra overrides for the RL runs)  EVAL_RL [ppo grpo] (which RL runs eval_rl evaluates)
+#   EXTRA_DEMOS, EXTRA_SFT, EXTRA_RL (more Hydra overrides for those stages, e.g.
+#   EXTRA_SFT="train.aux_position_weight=1.0", EXTRA_DEMOS="recovery_offset=0.1")
+#   EVAL_RL [ppo grpo] (which RL runs eval_rl evaluates)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PY="${PYTHON:-python}"
@@ -45,7 +47,7 @@ for stage in "${@:-demos sft eval_sft ppo grpo eval_rl curves}"; do
     echo "=== $s ($(date +%T))"
     case "$s" in
       demos) "$PY" "$HERE/collect_demos.py" tasks="[$TASKS]" episodes_per_task="${DEMOS_PER_TASK:-100}" \
-               num_workers="$NUM_WORKERS" out_dir="$WORK/demos" ;;
+               num_workers="$NUM_WORKERS" out_dir="$WORK/demos" ${EXTRA_DEMOS:-} ;;
       sft) "$PY" "$HERE/sft.py" demos="[$WORK/demos]" out_dir="$WORK/sft" model.preset="${SFT_PRESET:-small-p28}" \
              load_workers="$NUM_WORKERS" train.steps="${SFT_STEPS:-0}" train.max_minutes="${SFT_MINUTES:-5.5}" ${EXTRA_SFT:-} ;;
       eval_sft) evaluate sft model_path="$WORK/sft/model" ;;
