@@ -90,7 +90,7 @@ def _make(task: str, seed: int, arms: str):
         expert.drive_gain, expert.drive_min_speed = 1.5, 0.05
     if arms == "standoff_jitter":  # standoffs drawn +-5 cm around the nominal one (`standoff_jitter`)
         expert.standoff_jitter = 0.05
-        expert.recovery_rng = np.random.default_rng(2 * 10**6 + seed)
+        expert.rng = np.random.default_rng(2 * 10**6 + seed)
     if arms == "standoff_place_here":  # no carry drive where the target is within reach after the pick
         expert.place_from_standoff = False
     if arms == "standoff_yaw":  # and grasp with the hand along the heading (assisted grasping holds it anyway)
@@ -159,7 +159,7 @@ def _record(job: tuple[str, int, str, float, float]) -> dict | None:
     env, obs, expert = _make(task, seed, arms)
     if recover > 0:
         expert.recovery_offset = recover
-        expert.recovery_rng = np.random.default_rng(10**6 + seed)
+        expert.rng = np.random.default_rng(10**6 + seed)
     probe = _Probe(env, expert)
     gen = np.random.default_rng(seed)
     proprio, yaws, pos, actions, perturbing = [], [], [], [], []

@@ -100,7 +100,7 @@ class ScriptedExpert:
         self._offset = np.zeros(len(self._pos_slots))
         self._base_goal: tuple[float, float, float] | None = None
         self.perturbing = False
-        self.recovery_rng = np.random.default_rng(0)
+        self.rng = np.random.default_rng(0)  # its own randomness (recovery displacements, standoff jitter)
 
     # -- driving the script ------------------------------------------------------------------------
     def reset(self) -> None:
@@ -329,9 +329,9 @@ class ScriptedExpert:
         covariate shift). The displacement's actions are flagged (`perturbing`) so that recorders
         leave them out of the labels."""
         yield from self._drive(x, y, yaw, tol, yaw_tol, max_steps)
-        if self.recovery_offset > 0 and self.recovery_rng.random() < self.recovery_prob:
+        if self.recovery_offset > 0 and self.rng.random() < self.recovery_prob:
             r = self.recovery_offset
-            fwd, side = self.recovery_rng.uniform(-0.4 * r, 0.25 * r), self.recovery_rng.uniform(-r, r)
+            fwd, side = self.rng.uniform(-0.4 * r, 0.25 * r), self.rng.uniform(-r, r)
             bx, by, byaw = self.base_pose()
             c, s_ = math.cos(byaw), math.sin(byaw)
             ox, oy = bx + c * fwd - s_ * side, by + s_ * fwd + c * side

@@ -44,7 +44,7 @@ def record_episode(env, expert, seed: int, max_steps: int | None = None, recover
     obs, info = env.reset(seed=seed)
     if recovery_offset > 0:
         expert.recovery_offset = recovery_offset
-        expert.recovery_rng = np.random.default_rng(10**6 + seed)
+        expert.rng = np.random.default_rng(10**6 + seed)
     expert.reset()
     from behavior_gym.experts.privileged import TaskPoints
 
