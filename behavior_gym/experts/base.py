@@ -41,6 +41,7 @@ CARRY = {"left": (-0.2, 0.3, 0.0, -2.0, 0.0, 0.3, 0.0), "right": (-0.2, -0.3, 0.
 # and tables when the torso leans far forward (a carried hand would be pushed into them and stall
 # the torso).
 STOW = {"left": (1.3, 0.25, -0.8, -2.0, -0.15, 0.7, 0.0), "right": (1.3, -0.25, 0.8, -2.0, -0.1, 0.6, -0.1)}
+STANDOFF = (0.55, 0.17)  # where `approach` puts a point: ahead of, and out to the side of, the arm's shoulder
 LOW_REACH = 0.45  # targets below this height lean the torso far enough to stow the idle arm
 OTHER = {"left": "right", "right": "left"}
 
@@ -626,7 +627,7 @@ class ScriptedExpert:
                     return False
         return True
 
-    def approach(self, p, arm: str, x_des: float = 0.55, y_des: float = 0.17, turn: bool = True
+    def approach(self, p, arm: str, x_des: float = STANDOFF[0], y_des: float = STANDOFF[1], turn: bool = True
                  ) -> Iterator[np.ndarray]:
         """Drive (and turn if that helps) so that `p` sits comfortably in front of `arm`'s shoulder,
         as far as the furniture allows."""

@@ -26,6 +26,8 @@ import os
 import h5py
 import numpy as np
 
+from behavior_gym.experts.privileged import TaskPoints
+
 FORMAT = "behavior_gym.demos"
 
 
@@ -46,8 +48,6 @@ def record_episode(env, expert, seed: int, max_steps: int | None = None, recover
         expert.recovery_offset = recovery_offset
         expert.rng = np.random.default_rng(10**6 + seed)
     expert.reset()
-    from behavior_gym.experts.privileged import TaskPoints
-
     task_points = TaskPoints(env)
     heads, wrists, props, acts, rews, labels, points = [], [], [], [], [], [], []
     limit = max_steps or env.unwrapped.max_episode_steps

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from behavior_gym.experts.base import ARM, TORSO, ExpertFailure, ScriptedExpert
+from behavior_gym.experts.base import ARM, STANDOFF, TORSO, ExpertFailure, ScriptedExpert
 from behavior_gym.experts.ik import grasp_rotation
 
 
@@ -61,8 +61,8 @@ class _SkillExpert(ScriptedExpert):
     def approach(self, p, arm: str, **kwargs):
         if self.standoff_jitter > 0:
             j = self.standoff_jitter
-            kwargs.setdefault("x_des", 0.55 + self.rng.uniform(-j / 2, j / 2))
-            kwargs.setdefault("y_des", 0.17 + self.rng.uniform(-j, j))
+            kwargs.setdefault("x_des", STANDOFF[0] + self.rng.uniform(-j / 2, j / 2))
+            kwargs.setdefault("y_des", STANDOFF[1] + self.rng.uniform(-j, j))
         if self.holding is not None and not self.place_from_standoff and self._reachable(arm, p):
             return  # put it down from where the pick left the robot
         if self.always_standoff or not self._reachable(arm, p):
