@@ -100,32 +100,28 @@ def _make(task: str, seed: int, arms: str):
 
 
 class _Probe:
-    """The privileged state a clone gets for `task` (object positions in the robot's frame and yaws
-    relative to its heading) and how far the episode came (closest hand-object distance, lift).
-    Pick-style skills: the moved object and its target; open_drawer: the top drawer's handle."""
+    """The privileged state a clone gets for `task`: the task's points in the robot's frame (those
+    SFT's auxiliary loss regresses, `behavior_gym.experts.privileged.TaskPoints`), for open_drawer
+    also the cabinet's centre, and the yaws of those objects relative to the heading; and how far the
+    episode came (closest hand-object distance, lift)."""
 
     def __init__(self, env, expert):
-        from behavior_gym.wrappers.shaping import SkillProgress, moved_and_target, supports
+        from behavior_gym.experts.privileged import TaskPoints
+        from behavior_gym.wrappers.shaping import SkillProgress, supports
 
         self.expert = expert
+        self.points = TaskPoints(env)
         backend = env.unwrapped.backend
-        if supports(env.unwrapped.task):
-            self.bodies = moved_and_target(backend.task)
-            self.skill = SkillProgress(backend)
-            self.handle = None
-        else:
+        self.bodies = tuple(name for kind, name in self.points.names if kind == "body")
+        self.skill = SkillProgress(backend) if supports(env.unwrapped.task) else None
+        self.handle = None
+        if self.skill is None:
             cab = next((o for o in backend.task.scene.objects.values() if o.openables), None)
             if cab is None:
                 raise SystemExit(f"{env.unwrapped.task}: no clone features for this task (pick-style skills and "
                                  "open_drawer only)")
             self.bodies = (cab.name,)
-            self.skill = None
-            self.handle = backend.model.geom(f"{cab.name}/drawer{len(cab.openables) - 1}/handle").id
-
-    def _points(self) -> list[np.ndarray]:
-        e = self.expert
-        pts = [e.center(name) for name in self.bodies]
-        return pts if self.handle is None else [e.data.geom_xpos[self.handle].copy(), *pts]
+            self.handle = backend.model.geom(self.points.names[0][1]).id
 
     def features(self) -> tuple[np.ndarray, np.ndarray]:
         """(yaw features, positions in the robot frame) of this state."""
@@ -135,7 +131,10 @@ class _Probe:
         for name in self.bodies:
             d = e.body_yaw(name) - byaw
             yaws += [math.sin(2 * d), math.cos(2 * d), math.sin(4 * d), math.cos(4 * d)]
-        pos = np.concatenate([e.to_robot(p) for p in self._points()])
+        pts, mask = self.points()
+        pos = pts[mask].reshape(-1)
+        if self.handle is not None:
+            pos = np.r_[pos, e.to_robot(e.center(self.bodies[0]))]
         return np.asarray(yaws, np.float32), pos.astype(np.float32)
 
     def progress(self) -> tuple[float, float, float]:

@@ -50,6 +50,17 @@ class ExpertFailure(RuntimeError):
     """The script found no way to continue (an unreachable target, a lost object)."""
 
 
+
+def robot_frame(points, base_pose) -> np.ndarray:
+    """World points ([..., 3]) in the robot's frame for base pose (x, y, yaw): x forward, y left,
+    z the world height."""
+    x, y, yaw = base_pose
+    c, s = math.cos(yaw), math.sin(yaw)
+    p = np.asarray(points, float)
+    dx, dy = p[..., 0] - x, p[..., 1] - y
+    return np.stack([c * dx + s * dy, -s * dx + c * dy, p[..., 2]], -1)
+
+
 class ScriptedExpert:
     """Base class. Subclasses implement `script()`.
 
@@ -179,10 +190,8 @@ class ScriptedExpert:
         return float(q[0]), float(q[1]), float(q[2])
 
     def to_robot(self, p) -> np.ndarray:
-        x, y, yaw = self.base_pose()
-        c, s = math.cos(yaw), math.sin(yaw)
-        dx, dy = p[0] - x, p[1] - y
-        return np.array([c * dx + s * dy, -s * dx + c * dy, p[2] if len(p) > 2 else 0.0])
+        p = np.asarray(p, float)
+        return robot_frame(p if len(p) > 2 else np.r_[p, 0.0], self.base_pose())
 
     def aabb(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         st = self.state

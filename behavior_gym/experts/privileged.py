@@ -9,9 +9,9 @@ thing to switch on), so that SFT can also train the model to say where they are
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+
+from behavior_gym.experts.base import robot_frame
 
 MAX_POINTS = 2  # points per frame; tasks with fewer are padded and masked
 
@@ -78,10 +78,6 @@ class TaskPoints:
 
     def __call__(self) -> tuple[np.ndarray, np.ndarray]:
         b = self.backend
-        base = b.data.qpos[b.idx.base_qpos]
-        x, y, yaw = float(base[0]), float(base[1]), float(base[2])
-        c, s = math.cos(yaw), math.sin(yaw)
-        d = self.world() - np.array([x, y, 0.0])
-        rel = np.stack([c * d[:, 0] + s * d[:, 1], -s * d[:, 0] + c * d[:, 1], d[:, 2]], -1)
+        rel = robot_frame(self.world(), b.data.qpos[b.idx.base_qpos][:3])
         rel[~self.mask] = 0.0
         return rel.astype(np.float32), self.mask.copy()

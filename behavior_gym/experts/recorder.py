@@ -44,9 +44,9 @@ def record_episode(env, expert, seed: int, max_steps: int | None = None, recover
     `recovery_offset` > 0: the expert's drives are sometimes displaced and driven back (see
     `ScriptedExpert.drive_to`), the displacement steps marked False in `expert_label`."""
     obs, info = env.reset(seed=seed)
+    expert.rng = np.random.default_rng(10**6 + seed)  # its own draws (recovery, standoff jitter) differ per episode
     if recovery_offset > 0:
         expert.recovery_offset = recovery_offset
-        expert.rng = np.random.default_rng(10**6 + seed)
     expert.reset()
     task_points = TaskPoints(env)
     heads, wrists, props, acts, rews, labels, points = [], [], [], [], [], [], []
