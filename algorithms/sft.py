@@ -21,6 +21,8 @@ import logging
 import math
 import os
 import random
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -436,11 +438,33 @@ def sft_loss(policy, obs: dict[str, Any], chunks: torch.Tensor, label_sigma: flo
     return loss, acc
 
 
+class _StopOnSigterm:
+    """While active (in the main thread), SIGTERM asks training to stop after the current step, so
+    that `timeout`, a batch scheduler's preemption or `kill` leave the state and the model of the last
+    step saved instead of what the last `save_every` step held."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old = None
+
+    def __enter__(self) -> _StopOnSigterm:
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
 def train_sft(policy, demos: DemoSet, cfg: SFTConfig, out_dir: str, logger=None) -> dict[str, Any]:
     """Behaviour-clone `policy` on `demos`; resumes from `out_dir/sft_state.pt` when it exists.
 
     Writes `out_dir/sft_state.pt` (weights, optimizer, step, RNG; atomically) every `save_every`
-    steps and when the time budget ends, and the released-layout checkpoint `out_dir/model/` at
+    steps and when the time budget ends or SIGTERM arrives, and the released-layout checkpoint `out_dir/model/` at
     the end. Returns a summary (steps done, final loss and accuracy, samples/s, whether finished).
     """
     from stable_baselines3.common.logger import configure
@@ -497,60 +521,64 @@ def train_sft(policy, demos: DemoSet, cfg: SFTConfig, out_dir: str, logger=None)
     finished = False
     probe = None
     last: dict[str, float] = {}
-    while True:
-        if cfg.steps <= 0 and probe is None and step >= 20:
-            probe = time.perf_counter()
-        if cfg.steps <= 0 and probe is not None and step >= 40:
-            per_step = (time.perf_counter() - probe) / 20
-            total = int((60 * cfg.max_minutes - (time.perf_counter() - t0)) / per_step) + step
-            cfg = SFTConfig(**{**asdict(cfg), "steps": max(total, step + 1)})
-            log.info("SFT: %.3f s per step, %d steps fit in %.1f min", per_step, cfg.steps, cfg.max_minutes)
-        if cfg.steps > 0 and step >= cfg.steps:
-            finished = True
-            break
-        if cfg.max_minutes is not None and time.perf_counter() - t0 > 60 * cfg.max_minutes:
-            log.info("SFT time budget of %.1f min reached at step %d; rerun to continue", cfg.max_minutes, step)
-            break
-        lr = _lr_at(step, cfg) if cfg.steps > 0 else cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        obs, chunks = batches.sample(cfg.batch_size)
-        if cfg.random_shift > 0:
-            obs["images"] = _random_shift(obs["images"], cfg.random_shift, gen)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss, acc = sft_loss(policy, obs, chunks, cfg.label_sigma)
-            total = loss
-            if aux is not None:
-                aux_loss, aux_cm = aux.loss(obs["points"], obs["points_mask"])
-                total = loss + cfg.aux_position_weight * aux_loss
-                aux_sum += aux_cm
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
-        opt.step()
-        step += 1
-        samples += cfg.batch_size
-        loss_sum += loss.detach()
-        acc_sum += acc.detach()
-        n_sum += 1
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            now = time.perf_counter()
-            logger.record("sft/loss", float(loss_sum / n_sum))
-            logger.record("sft/token_accuracy", float(acc_sum / n_sum))
-            logger.record("sft/grad_norm", float(grad_norm))
-            logger.record("sft/lr", lr)
-            logger.record("time/samples_per_s", samples / (now - t_log))
-            logger.record("sft/epoch", step * cfg.batch_size / len(demos))
-            if aux is not None:
-                logger.record("sft/aux_position_error_cm", float(aux_sum / n_sum))
-            logger.dump(step)
-            last = {"loss": float(loss_sum / n_sum), "token_accuracy": float(acc_sum / n_sum),
-                    "samples_per_s": samples / (now - t_log)}
-            if aux is not None:
-                last["aux_position_error_cm"] = float(aux_sum / n_sum)
-            t_log, samples, loss_sum, acc_sum, aux_sum, n_sum = now, 0, 0.0, 0.0, 0.0, 0
-        if step % cfg.save_every == 0:
-            save_state()
+    with _StopOnSigterm() as stop:
+        while True:
+            if cfg.steps <= 0 and probe is None and step >= 20:
+                probe = time.perf_counter()
+            if cfg.steps <= 0 and probe is not None and step >= 40:
+                per_step = (time.perf_counter() - probe) / 20
+                total = int((60 * cfg.max_minutes - (time.perf_counter() - t0)) / per_step) + step
+                cfg = SFTConfig(**{**asdict(cfg), "steps": max(total, step + 1)})
+                log.info("SFT: %.3f s per step, %d steps fit in %.1f min", per_step, cfg.steps, cfg.max_minutes)
+            if cfg.steps > 0 and step >= cfg.steps:
+                finished = True
+                break
+            if stop.signum is not None:
+                log.warning("SFT: SIGTERM at step %d: state and model saved; rerun to continue", step)
+                break
+            if cfg.max_minutes is not None and time.perf_counter() - t0 > 60 * cfg.max_minutes:
+                log.info("SFT time budget of %.1f min reached at step %d; rerun to continue", cfg.max_minutes, step)
+                break
+            lr = _lr_at(step, cfg) if cfg.steps > 0 else cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            obs, chunks = batches.sample(cfg.batch_size)
+            if cfg.random_shift > 0:
+                obs["images"] = _random_shift(obs["images"], cfg.random_shift, gen)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss, acc = sft_loss(policy, obs, chunks, cfg.label_sigma)
+                total = loss
+                if aux is not None:
+                    aux_loss, aux_cm = aux.loss(obs["points"], obs["points_mask"])
+                    total = loss + cfg.aux_position_weight * aux_loss
+                    aux_sum += aux_cm
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
+            opt.step()
+            step += 1
+            samples += cfg.batch_size
+            loss_sum += loss.detach()
+            acc_sum += acc.detach()
+            n_sum += 1
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                now = time.perf_counter()
+                logger.record("sft/loss", float(loss_sum / n_sum))
+                logger.record("sft/token_accuracy", float(acc_sum / n_sum))
+                logger.record("sft/grad_norm", float(grad_norm))
+                logger.record("sft/lr", lr)
+                logger.record("time/samples_per_s", samples / (now - t_log))
+                logger.record("sft/epoch", step * cfg.batch_size / len(demos))
+                if aux is not None:
+                    logger.record("sft/aux_position_error_cm", float(aux_sum / n_sum))
+                logger.dump(step)
+                last = {"loss": float(loss_sum / n_sum), "token_accuracy": float(acc_sum / n_sum),
+                        "samples_per_s": samples / (now - t_log)}
+                if aux is not None:
+                    last["aux_position_error_cm"] = float(aux_sum / n_sum)
+                t_log, samples, loss_sum, acc_sum, aux_sum, n_sum = now, 0, 0.0, 0.0, 0.0, 0
+            if step % cfg.save_every == 0:
+                save_state()
     save_state()
     if aux is not None:
         aux.remove()

@@ -114,6 +114,39 @@ def test_sft_learns_resumes_and_saves_a_loadable_checkpoint(demo_dir, tmp_path):
     torch.testing.assert_close(a, b)
 
 
+def test_sigterm_stops_after_the_step_with_state_and_model_saved(demo_dir, tmp_path):
+    """`timeout` or a scheduler's preemption: the run stops at once and keeps its last step, not the last
+    `save_every` one; the handler is ours only while training runs."""
+    import signal
+
+    from stable_baselines3.common.logger import configure
+
+    demos = load_demos([demo_dir], chunk=2, frame_stride=8)
+    policy = sft_policy(demos, preset="tiny", image_size=32, config_overrides={"image_sizes": [28, 28]})
+    logger = configure(str(tmp_path), ["csv"])
+    dump = logger.dump
+
+    def dump_then_term(step=0):
+        dump(step)
+        if step == 10:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    logger.dump = dump_then_term
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda *a: received.append(a))  # old code must not kill pytest
+    try:
+        cfg = SFTConfig(steps=40, batch_size=4, warmup_steps=2, log_every=5, save_every=100, random_shift=0)
+        out = train_sft(policy, demos, cfg, str(tmp_path), logger=logger)
+        handler_after = signal.getsignal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert out["step"] == 10 and not out["finished"], out
+    assert not received  # training took the signal, not the handler that was there before
+    assert handler_after is not None and handler_after.__name__ == "<lambda>"  # and gave it back
+    assert torch.load(os.path.join(tmp_path, "sft_state.pt"), weights_only=False)["step"] == 10
+    assert os.path.exists(os.path.join(out["model_path"], "config.json"))
+
+
 def test_steps_fill_the_time_budget_only_with_max_minutes(demo_dir, tmp_path):
     demos = load_demos([demo_dir], chunk=2, frame_stride=8)
     policy = sft_policy(demos, preset="tiny", image_size=32, config_overrides={"image_sizes": [28, 28]})
