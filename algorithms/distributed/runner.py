@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -156,6 +158,70 @@ class TimeBudgetCallback(BaseCallback):
         return False
 
 
+class StopRequest:
+    """A flag the driver sets and the runner reads (a CPU-less Ray actor, so it works across nodes)."""
+
+    def __init__(self):
+        self.signal: str | None = None
+
+    def request(self, why: str) -> None:
+        self.signal = self.signal or why
+
+    def requested(self) -> str | None:
+        return self.signal
+
+
+class StopRequestCallback(BaseCallback):
+    """Ends `learn` once the driver asks (`launch` forwards SIGTERM: `timeout`, a scheduler's
+    preemption, `kill`), like `TimeBudgetCallback`: the final checkpoint then holds the last finished
+    training step. Asks the flag at most every `every` seconds."""
+
+    def __init__(self, flag, every: float = 1.0):
+        super().__init__()
+        self.flag, self.every, self.last = flag, every, 0.0
+        self.stopped: str | None = None
+
+    def _on_step(self) -> bool:
+        import ray
+
+        now = time.perf_counter()
+        if now - self.last < self.every:
+            return True
+        self.last = now
+        self.stopped = ray.get(self.flag.requested.remote())
+        if self.stopped is None:
+            return True
+        log.warning("%s: stopping at training step %d; the final checkpoint holds it; resume with "
+                    "runner.resume_dir", self.stopped, getattr(self.model, "global_step", -1))
+        return False
+
+
+class _ForwardSigterm:
+    """In the driver's main thread, while the run goes on: the first SIGTERM asks the runner to stop
+    and save (`StopRequest`), a second one ends the driver at once."""
+
+    def __init__(self, flag):
+        self.flag, self._old, self.received = flag, None, 0
+
+    def __enter__(self) -> _ForwardSigterm:
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.received += 1
+        if self.received > 1:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+        log.warning("SIGTERM: the run stops after its current step and saves a checkpoint (SIGTERM again: "
+                    "stop at once, the last saved checkpoint stays)")
+        self.flag.request.remote("SIGTERM")
+
+    def __exit__(self, *exc) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
 class ProgressWriter(KVWriter):
     """One line per training step in the run's log: progress, throughput and the main metrics."""
 
@@ -217,9 +283,10 @@ class EmbodiedRunner:
     """
 
     def __init__(self, cfg: RunConfig, placement: ComponentPlacement, reservation, log_dir: str,
-                 config_dict: Mapping[str, Any] | None = None):
+                 config_dict: Mapping[str, Any] | None = None, stop_flag=None):
         logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, force=True)
         self.cfg, self.placement, self.reservation = cfg, placement, reservation
+        self.stop_flag = stop_flag
         self.log_dir = log_dir
         self.config_dict = config_dict
         self.venv = self.model = self.rollout_group = self.actor_group = None
@@ -332,6 +399,9 @@ class EmbodiedRunner:
         callbacks: list[BaseCallback] = [checkpoints]
         if c.runner.max_minutes is not None:
             callbacks.append(TimeBudgetCallback(60 * c.runner.max_minutes))
+        stop = StopRequestCallback(self.stop_flag) if self.stop_flag is not None else None
+        if stop is not None:
+            callbacks.append(stop)
         v = c.video_cfg
         if v.save_video:
             videos = VideoRecorderCallback(video_base_dir=v.video_base_dir, env_indices=(0,),
@@ -351,7 +421,8 @@ class EmbodiedRunner:
                    "rollout_workers": len(self.rollout_group.workers) if self.rollout_group else 0,
                    "rollout_weights_version": self.rollout_group.version if self.rollout_group else None,
                    "discarded_steps": model.discarded_steps, "actor_ranks": world,
-                   "fast_inference": fast, "recompute_log_probs": model.recompute_log_probs}
+                   "fast_inference": fast, "recompute_log_probs": model.recompute_log_probs,
+                   "stopped_by": stop.stopped if stop is not None else None}
         log.info("done: %d training steps, %d chunk steps in %.0f s; checkpoint %s", model.global_step,
                  model.num_timesteps, summary["seconds"], final)
         return summary
@@ -371,7 +442,9 @@ class EmbodiedRunner:
 def launch(cfg: RunConfig, placement: ComponentPlacement, log_dir: str,
            config_dict: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Reserve the nodes, start the runner on the actor's devices and train; returns the run's summary.
-    Ray must be connected (`algorithms.distributed.cluster.connect`)."""
+    Ray must be connected (`algorithms.distributed.cluster.connect`). SIGTERM to the driver (from its
+    main thread) stops the run after its current training step with a final checkpoint
+    (``summary["stopped_by"]``); a second SIGTERM ends the driver at once."""
     import ray
 
     from algorithms.distributed.cluster import NodeReservation
@@ -380,10 +453,12 @@ def launch(cfg: RunConfig, placement: ComponentPlacement, log_dir: str,
     try:
         ranks = actor_rank_devices(placement, cfg.actor.num_cpu_ranks)
         devices = ranks[:1] if len(ranks) > 1 else actor_devices(placement)[1]  # rank 0 of a data-parallel actor
+        flag = ray.remote(num_cpus=0)(StopRequest).remote()
         runner = ray.remote(EmbodiedRunner).options(**reservation.options(devices)).remote(
-            cfg, placement, reservation, log_dir, config_dict)
+            cfg, placement, reservation, log_dir, config_dict, flag)
         try:
-            return ray.get(runner.run.remote())
+            with _ForwardSigterm(flag):
+                return ray.get(runner.run.remote())
         finally:
             try:
                 ray.get(runner.close.remote(), timeout=120)
