@@ -61,6 +61,7 @@ JOINT_PROPRIO = np.r_[PROPRIO_SLICES["trunk_qpos"], PROPRIO_SLICES["left_joint_q
                       PROPRIO_SLICES["right_joint_qpos"]]
 N_BINS = 256
 EVAL_SEED = 100_000
+ENSEMBLE_M = 0.01  # `--execute 0`: ACT's temporal-ensemble weights exp(-m * i), i = 0 for the oldest chunk
 
 
 def _make(task: str, seed: int, arms: str):
@@ -287,6 +288,7 @@ def _evaluate(job: tuple) -> dict:
     gen = np.random.default_rng(seed)
     closest, lift, both, chunks, steps, first_lift, to_target, info = 1e9, -1e9, 0, 0, 0, None, 0.0, {}
     done = False
+    recent: list[tuple[int, np.ndarray]] = []  # (step predicted at, chunk) for the temporal ensemble
     while not done:
         y, p = probe.features()
         x = _inputs(obs["proprio"][None], y[None], p[None], clone["mu"], clone["sd"], noise, gen)
@@ -298,7 +300,11 @@ def _evaluate(job: tuple) -> dict:
         span = [np.ptp(act[:, ARM[arm]], axis=0).max() for arm in ("left", "right")]
         both += int(min(span) > 0.05)
         chunks += 1
-        for a in act[:execute]:
+        if execute == 0:  # ACT's temporal ensemble: every live chunk's action for this step, oldest weighted most
+            recent = [(t, c) for t, c in recent if steps - t < K] + [(steps, act)]
+            w = np.exp(-ENSEMBLE_M * np.arange(len(recent)))
+            act = (np.sum([wi * c[steps - t] for wi, (t, c) in zip(w, recent)], axis=0) / w.sum())[None]
+        for a in act[:max(execute, 1)]:
             obs, _, terminated, truncated, info = env.step(a)
             r, lf, to_target = probe.progress()
             closest, lift = min(closest, r), max(lift, lf)
@@ -369,7 +375,9 @@ def main(argv=None) -> int:
     ap.add_argument("--actions", nargs="+", default=["absolute"], choices=["absolute", "delta"],
                     help="torso/arm targets learned as they are, or relative to the joints' positions")
     ap.add_argument("--execute", nargs="+", type=int, default=[K],
-                    help="actions of each predicted chunk executed before the next prediction (1..8)")
+                    help="actions of each predicted chunk executed before the next prediction (1..8); 0: a chunk "
+                    "predicted every step and the executed action the weighted mean of every live chunk's "
+                    "action for that step (ACT's temporal ensemble, Zhao et al. 2023)")
     ap.add_argument("--dart", type=float, default=0.0, help="radians of noise on the executed joint targets "
                     "while recording (labels stay the expert's)")
     ap.add_argument("--recover", type=float, default=0.0, help="metres: record drives sometimes displaced and "
