@@ -13,7 +13,8 @@ well such a policy clones each expert when perception is not the problem:
    with OFT's factorisation: one 256-way cross-entropy per action dimension and chunk step, targets
    binned with q01/q99 `norm_stats` (`vla_policies`' own tokenizer and normaliser);
 3. runs it closed loop on held-out seeds (100000+), executing each decoded chunk open loop, greedy
-   (argmax per token), and reports success, how many episodes came within 5 cm of the object, lifted
+   (argmax per token; `--decode sampled`: sampled at temperature 1), and reports success, how many
+   episodes came within 5 cm of the object, lifted
    it 2 cm, and how often a chunk moved both arms (a sign of mixed modes).
 
 Expert variants (`--arms`): `standoff` is the shipped skill expert (always the left arm, every pick
@@ -278,10 +279,20 @@ def _load_clone(path: str) -> dict:
     return _LOADED[path]
 
 
+def temporal_ensemble(chunks: list[tuple[int, np.ndarray]], step: int, m: float = ENSEMBLE_M) -> np.ndarray:
+    """ACT's temporal ensemble: the action for `step` as the mean of every chunk's action for it,
+    `chunks` = [(step it was predicted at, [K, 23])] oldest first, weighted exp(-m * i) (oldest most)."""
+    live = [(t, c) for t, c in chunks if 0 <= step - t < len(c)]
+    w = np.exp(-m * np.arange(len(live)))
+    return np.sum([wi * c[step - t] for wi, (t, c) in zip(w, live)], axis=0) / w.sum()
+
+
 def _evaluate(job: tuple) -> dict:
     from behavior_gym.experts.base import ARM
 
-    task, seed, arms, path, noise, execute = job
+    task, seed, arms, path, noise, execute, *rest = job
+    sample = bool(rest and rest[0])  # tokens sampled at temperature 1 instead of argmax
+    torch.manual_seed(seed)
     clone = _load_clone(path)
     env, obs, expert = _make(task, seed, arms)
     probe = _Probe(env, expert)
@@ -293,17 +304,17 @@ def _evaluate(job: tuple) -> dict:
         y, p = probe.features()
         x = _inputs(obs["proprio"][None], y[None], p[None], clone["mu"], clone["sd"], noise, gen)
         with torch.no_grad():
-            b = clone["model"](x).argmax(-1)
+            logits = clone["model"](x)
+            b = torch.distributions.Categorical(logits=logits).sample() if sample else logits.argmax(-1)
         act = clone["norm"].unnormalize(clone["tok"].decode_bins(b)).numpy().reshape(K, 23)
         if clone["delta"]:
             act[:, JOINT_ACT] += obs["proprio"][JOINT_PROPRIO]
         span = [np.ptp(act[:, ARM[arm]], axis=0).max() for arm in ("left", "right")]
         both += int(min(span) > 0.05)
         chunks += 1
-        if execute == 0:  # ACT's temporal ensemble: every live chunk's action for this step, oldest weighted most
+        if execute == 0:
             recent = [(t, c) for t, c in recent if steps - t < K] + [(steps, act)]
-            w = np.exp(-ENSEMBLE_M * np.arange(len(recent)))
-            act = (np.sum([wi * c[steps - t] for wi, (t, c) in zip(w, recent)], axis=0) / w.sum())[None]
+            act = temporal_ensemble(recent, steps)[None]
         for a in act[:max(execute, 1)]:
             obs, _, terminated, truncated, info = env.step(a)
             r, lf, to_target = probe.progress()
@@ -354,7 +365,7 @@ def _summary(clone: dict, eps: list[dict]) -> dict:
 
 def _line(r: dict) -> str:
     sec = r["seconds"]
-    return (f"{r['task']:<15} arms={r['arms']:<4} {r['actions']:<8} exec {r['execute']}  "
+    return (f"{r['task']:<15} arms={r['arms']:<4} {r['actions']:<8} exec {r['execute']} {r.get('decode', 'greedy')}  "
             f"noise={100 * r['noise_m']:3.0f} cm  dart {r['dart_rad']:.2f}  recover {r.get('recover_m', 0):.2f}  "
             f"sigma {r.get('sigma_bins', 0):.0f}  "
             f"demos {r['demos']:3d}  "
@@ -378,6 +389,8 @@ def main(argv=None) -> int:
                     help="actions of each predicted chunk executed before the next prediction (1..8); 0: a chunk "
                     "predicted every step and the executed action the weighted mean of every live chunk's "
                     "action for that step (ACT's temporal ensemble, Zhao et al. 2023)")
+    ap.add_argument("--decode", nargs="+", default=["greedy"], choices=["greedy", "sampled"],
+                    help="argmax tokens, or tokens sampled at temperature 1 (as the VLA's sampled evaluation)")
     ap.add_argument("--dart", type=float, default=0.0, help="radians of noise on the executed joint targets "
                     "while recording (labels stay the expert's)")
     ap.add_argument("--recover", type=float, default=0.0, help="metres: record drives sometimes displaced and "
@@ -414,11 +427,13 @@ def main(argv=None) -> int:
                         ceiling = float(np.mean([e["success"] for e in pool.map(_expert_through_tokens, jobs)]))
                         print(f"{task:<15} arms={arms:<5} {actions:<8} expert through 256-bin tokens: success "
                               f"{ceiling:.0%}", flush=True)
-                    for execute in a.execute:
+                    for execute, decode in [(e, m) for e in a.execute for m in a.decode]:
                         t0 = time.perf_counter()
-                        jobs = [(task, EVAL_SEED + s, arms, path, noise, execute) for s in range(a.episodes)]
+                        jobs = [(task, EVAL_SEED + s, arms, path, noise, execute, decode == "sampled")
+                                for s in range(a.episodes)]
                         eps = list(pool.map(_evaluate, jobs))
-                        row = {"task": task, "arms": arms, "actions": actions, "execute": execute, "noise_m": noise,
+                        row = {"task": task, "arms": arms, "actions": actions, "execute": execute, "decode": decode,
+                               "noise_m": noise,
                                "dart_rad": a.dart, "recover_m": a.recover, "sigma_bins": a.sigma, "demos": len(demos),
                                "expert_through_tokens": ceiling,
                                **_summary(clone, eps),
