@@ -20,14 +20,17 @@ well such a policy clones each expert when perception is not the problem:
 Expert variants (`--arms`): `standoff` is the shipped skill expert (always the left arm, every pick
 and place from the standoff in front of the shoulder); `standoff_yaw` the same with the hand always
 turned along the robot's heading; `standoff_nowait` the same without the still steps after each
-drive (`ScriptedExpert.drive_settle_steps = 0`); `one` the expert of runs 3-5 (left arm, reaching from where the
-robot stands when it can); `side` that one choosing the arm by the object's side, as
-`ScriptedExpert.arm_for` does; `servo` the closed-loop expert of `behavior_gym.experts.servo`
-(left arm, re-planned every step).
+drive (`ScriptedExpert.drive_settle_steps = 0`); `standoff_nosettle` neither those nor the steps
+held after each arm move while the joints catch up (`joint_settle_max = 0`); `one` the expert of
+runs 3-5 (left arm, reaching from where the robot stands when it can); `side` that one choosing
+the arm by the object's side, as `ScriptedExpert.arm_for` does; `servo` the closed-loop expert of
+`behavior_gym.experts.servo` (left arm, re-planned every step).
 
     python benchmarks/bc_clonability.py --tasks pick_and_place --arms one side --noise 0 0.03
 
-Prints one line per (task, arms, actions, noise, execute) and writes `--out` (JSON, every episode).
+`--execute` sets how many of each chunk's actions run before the next prediction (0: ACT's temporal
+ensemble), `--decode` greedy or sampled tokens. Prints one line per (task, arms, actions, noise,
+execute, decode) and writes `--out` (JSON, every episode).
 """
 
 from __future__ import annotations
@@ -88,6 +91,10 @@ def _make(task: str, seed: int, arms: str):
     # deterministic clone may never leave.
     if arms == "standoff_nowait":
         expert.drive_settle_steps = 0
+    # Nor after the arm's moves (the next starts from the commanded joints at once): no still states
+    # at all for a clone to stall in while it holds the object.
+    if arms == "standoff_nosettle":
+        expert.drive_settle_steps, expert.joint_settle_max = 0, 0
     if arms == "standoff_slow":  # a longer, gentler end to each drive (see `--arms` in the module doc)
         expert.drive_gain, expert.drive_min_speed = 1.5, 0.05
     if arms == "standoff_jitter":  # standoffs drawn +-5 cm around the nominal one (`standoff_jitter`)
@@ -379,8 +386,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", default=["pick_and_place"])
     ap.add_argument("--arms", nargs="+", default=["standoff"],
-                    choices=["standoff", "standoff_yaw", "standoff_nowait", "standoff_slow", "standoff_jitter",
-                             "standoff_place_here", "one", "side", "servo"])
+                    choices=["standoff", "standoff_yaw", "standoff_nowait", "standoff_nosettle", "standoff_slow",
+                             "standoff_jitter", "standoff_place_here", "one", "side", "servo"])
     ap.add_argument("--noise", nargs="+", type=float, default=[0.0, 0.03], help="metres of position noise")
     ap.add_argument("--demos", type=int, default=150, help="expert episodes per task and expert variant")
     ap.add_argument("--actions", nargs="+", default=["absolute"], choices=["absolute", "delta"],

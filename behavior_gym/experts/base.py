@@ -77,6 +77,7 @@ class ScriptedExpert:
     drive_gain = 2.5  # 1/s: base velocity per metre of remaining distance
     drive_min_speed = 0.0  # m/s: the least speed short of the goal (0: proportional to the end)
     drive_settle_steps = 4  # control steps held still after each drive
+    joint_settle_max = 30  # at most this many steps held after a joint move while the joints catch up
     turn_min_speed = 0.0  # rad/s: likewise for turning
     # Demonstrations of coming back (see `drive_to`): after a drive, with probability
     # `recovery_prob`, the base is displaced by up to `recovery_offset` metres and the expert drives
@@ -229,8 +230,10 @@ class ScriptedExpert:
         yield from self.wait(steps)
 
     def move_joints(self, arm: str | None, q: np.ndarray, speed: float | None = None, settle_tol: float = 0.015,
-                    settle_max: int = 30) -> Iterator[np.ndarray]:
-        """Interpolate torso (+ arm) targets to `q` = torso 4 (+ arm 7)."""
+                    settle_max: int | None = None) -> Iterator[np.ndarray]:
+        """Interpolate torso (+ arm) targets to `q` = torso 4 (+ arm 7), then hold them until the joints
+        are within `settle_tol` (at most `settle_max` steps; None: `joint_settle_max`)."""
+        settle_max = self.joint_settle_max if settle_max is None else settle_max
         speed = speed or self.max_joint_speed
         start = np.concatenate([self.cmd[TORSO], self.cmd[ARM[arm]]]) if arm else self.cmd[TORSO].copy()
         q = np.asarray(q, float)

@@ -173,6 +173,10 @@ def test_bc_clonability_records_chunks_and_fits_one_episode():
     assert np.abs(noisy["proprio"][10] - d["proprio"][10]).max() > 1e-5
     clone = B.train([d], noise=0.0, steps=150, batch=64, seed=0)
     assert clone["token_accuracy"] > 0.6, clone["token_accuracy"]
+    # `standoff_nosettle`: no steps held after an arm move (`joint_settle_max = 0`), the episode still succeeds
+    quick = B._record(("pick_and_place", 0, "standoff_nosettle", 0.0, 0.0))
+    slow = B._record(("pick_and_place", 0, "standoff", 0.0, 0.0))
+    assert quick is not None and slow is not None and len(quick["chunks"]) < len(slow["chunks"])
     # ACT's temporal ensemble: each live chunk's action for the step, the oldest weighted most
     a, b = np.zeros((B.K, 23)), np.ones((B.K, 23))
     np.testing.assert_allclose(B.temporal_ensemble([(0, a), (1, b)], 1, m=np.log(2)), 1 / 3)
