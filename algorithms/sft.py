@@ -21,8 +21,6 @@ import logging
 import math
 import os
 import random
-import signal
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -31,6 +29,7 @@ import h5py
 import numpy as np
 import torch
 
+from algorithms.sigterm import SigtermHook
 from behavior_gym.spaces import ACTION_DIM, ACTION_PART
 
 log = logging.getLogger(__name__)
@@ -438,28 +437,6 @@ def sft_loss(policy, obs: dict[str, Any], chunks: torch.Tensor, label_sigma: flo
     return loss, acc
 
 
-class _StopOnSigterm:
-    """While active (in the main thread), SIGTERM asks training to stop after the current step, so
-    that `timeout`, a batch scheduler's preemption or `kill` leave the state and the model of the last
-    step saved instead of what the last `save_every` step held."""
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._old = None
-
-    def __enter__(self) -> _StopOnSigterm:
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        self.signum = signum
-
-    def __exit__(self, *exc) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
-
-
 def train_sft(policy, demos: DemoSet, cfg: SFTConfig, out_dir: str, logger=None) -> dict[str, Any]:
     """Behaviour-clone `policy` on `demos`; resumes from `out_dir/sft_state.pt` when it exists.
 
@@ -521,7 +498,7 @@ def train_sft(policy, demos: DemoSet, cfg: SFTConfig, out_dir: str, logger=None)
     finished = False
     probe = None
     last: dict[str, float] = {}
-    with _StopOnSigterm() as stop:
+    with SigtermHook() as stop:  # stop after the step in progress, state and model saved
         while True:
             if cfg.steps <= 0 and probe is None and step >= 20:
                 probe = time.perf_counter()
@@ -533,7 +510,7 @@ def train_sft(policy, demos: DemoSet, cfg: SFTConfig, out_dir: str, logger=None)
             if cfg.steps > 0 and step >= cfg.steps:
                 finished = True
                 break
-            if stop.signum is not None:
+            if stop.count:
                 log.warning("SFT: SIGTERM at step %d: state and model saved; rerun to continue", step)
                 break
             if cfg.max_minutes is not None and time.perf_counter() - t0 > 60 * cfg.max_minutes:

@@ -20,10 +20,10 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import asdict
+from functools import partial
 from typing import Any
 
 from stable_baselines3.common.callbacks import BaseCallback
@@ -38,6 +38,7 @@ from algorithms.distributed.placement import (
     env_worker_devices,
     rollout_worker_devices,
 )
+from algorithms.sigterm import SigtermHook
 
 log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoints"
@@ -196,30 +197,15 @@ class StopRequestCallback(BaseCallback):
         return False
 
 
-class _ForwardSigterm:
-    """In the driver's main thread, while the run goes on: the first SIGTERM asks the runner to stop
-    and save (`StopRequest`), a second one ends the driver at once."""
-
-    def __init__(self, flag):
-        self.flag, self._old, self.received = flag, None, 0
-
-    def __enter__(self) -> _ForwardSigterm:
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        self.received += 1
-        if self.received > 1:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-        log.warning("SIGTERM: the run stops after its current step and saves a checkpoint (SIGTERM again: "
-                    "stop at once, the last saved checkpoint stays)")
-        self.flag.request.remote("SIGTERM")
-
-    def __exit__(self, *exc) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
+def _forward_sigterm(flag, count: int) -> None:
+    """The driver's SIGTERM: the first asks the runner to stop after its step and save (`StopRequest`),
+    a second ends the driver at once (the last saved checkpoint stays)."""
+    if count > 1:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+    log.warning("SIGTERM: the run stops after its current step and saves a checkpoint (SIGTERM again: "
+                "stop at once, the last saved checkpoint stays)")
+    flag.request.remote("SIGTERM")
 
 
 class ProgressWriter(KVWriter):
@@ -457,7 +443,7 @@ def launch(cfg: RunConfig, placement: ComponentPlacement, log_dir: str,
         runner = ray.remote(EmbodiedRunner).options(**reservation.options(devices)).remote(
             cfg, placement, reservation, log_dir, config_dict, flag)
         try:
-            with _ForwardSigterm(flag):
+            with SigtermHook(partial(_forward_sigterm, flag)):
                 return ray.get(runner.run.remote())
         finally:
             try:
