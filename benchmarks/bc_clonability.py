@@ -68,6 +68,13 @@ EVAL_SEED = 100_000
 ENSEMBLE_M = 0.01  # `--execute 0`: ACT's temporal-ensemble weights exp(-m * i), i = 0 for the oldest chunk
 
 
+def _time_feature(step: int) -> np.ndarray:
+    """With `--time-feature` (read from the environment, so pool workers see it) the clone also gets
+    the episode's step count: a diagnostic of phase ambiguity, where one state is demonstrated with
+    different actions at different times (a policy without memory cannot tell them apart)."""
+    return np.array([step / 300.0], np.float32) if os.environ.get("BC_TIME_FEATURE") == "1" else np.zeros(0, np.float32)
+
+
 def _make(task: str, seed: int, arms: str):
     import gymnasium as gym
 
@@ -172,8 +179,9 @@ def _record(job: tuple[str, int, str, float, float]) -> dict | None:
     gen = np.random.default_rng(seed)
     proprio, yaws, pos, actions, perturbing = [], [], [], [], []
     info = {}
-    for _ in range(env.unwrapped.max_episode_steps):
+    for t in range(env.unwrapped.max_episode_steps):
         y, p = probe.features()
+        y = np.r_[y, _time_feature(t)]
         a = expert.act(obs)
         proprio.append(obs["proprio"].copy())
         yaws.append(y)
@@ -309,6 +317,7 @@ def _evaluate(job: tuple) -> dict:
     recent: list[tuple[int, np.ndarray]] = []  # (step predicted at, chunk) for the temporal ensemble
     while not done:
         y, p = probe.features()
+        y = np.r_[y, _time_feature(steps)]
         x = _inputs(obs["proprio"][None], y[None], p[None], clone["mu"], clone["sd"], noise, gen)
         with torch.no_grad():
             logits = clone["model"](x)
@@ -398,6 +407,8 @@ def main(argv=None) -> int:
                     "action for that step (ACT's temporal ensemble, Zhao et al. 2023)")
     ap.add_argument("--decode", nargs="+", default=["greedy"], choices=["greedy", "sampled"],
                     help="argmax tokens, or tokens sampled at temperature 1 (as the VLA's sampled evaluation)")
+    ap.add_argument("--time-feature", action="store_true", help="diagnostic: the clone also sees the episode's "
+                    "step count (does it stall where one state has different actions at different times?)")
     ap.add_argument("--dart", type=float, default=0.0, help="radians of noise on the executed joint targets "
                     "while recording (labels stay the expert's)")
     ap.add_argument("--recover", type=float, default=0.0, help="metres: record drives sometimes displaced and "
@@ -413,6 +424,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="runs/bc_clonability.json")
     a = ap.parse_args(argv)
     torch.set_num_threads(max(1, a.workers))
+    os.environ["BC_TIME_FEATURE"] = "1" if a.time_feature else "0"  # before the pool: its workers inherit it
     ctx = get_context("forkserver")
     rows = []
     with ProcessPoolExecutor(a.workers, mp_context=ctx) as pool, tempfile.TemporaryDirectory() as tmp:
@@ -441,7 +453,8 @@ def main(argv=None) -> int:
                         eps = list(pool.map(_evaluate, jobs))
                         row = {"task": task, "arms": arms, "actions": actions, "execute": execute, "decode": decode,
                                "noise_m": noise,
-                               "dart_rad": a.dart, "recover_m": a.recover, "sigma_bins": a.sigma, "demos": len(demos),
+                               "time_feature": a.time_feature, "dart_rad": a.dart, "recover_m": a.recover,
+                               "sigma_bins": a.sigma, "demos": len(demos),
                                "expert_through_tokens": ceiling,
                                **_summary(clone, eps),
                                "seconds": {"demos": t_demo, "train": t_train, "eval": time.perf_counter() - t0},

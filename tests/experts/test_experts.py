@@ -177,6 +177,13 @@ def test_bc_clonability_records_chunks_and_fits_one_episode():
     quick = B._record(("pick_and_place", 0, "standoff_nosettle", 0.0, 0.0))
     slow = B._record(("pick_and_place", 0, "standoff", 0.0, 0.0))
     assert quick is not None and slow is not None and len(quick["chunks"]) < len(slow["chunks"])
+    # `--time-feature`: the step count joins the features (workers read it from the environment)
+    os.environ["BC_TIME_FEATURE"] = "1"
+    try:
+        timed = B._record(("pick_and_place", 0, "one", 0.0, 0.0))
+    finally:
+        os.environ.pop("BC_TIME_FEATURE")
+    assert timed["yaws"].shape[1] == d["yaws"].shape[1] + 1 and timed["yaws"][3, -1] == pytest.approx(3 / 300)
     # ACT's temporal ensemble: each live chunk's action for the step, the oldest weighted most
     a, b = np.zeros((B.K, 23)), np.ones((B.K, 23))
     np.testing.assert_allclose(B.temporal_ensemble([(0, a), (1, b)], 1, m=np.log(2)), 1 / 3)
