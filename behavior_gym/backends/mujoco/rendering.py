@@ -12,7 +12,9 @@ llvmpipe) render lazily at read-back, so one wide read lets them work on all cam
 
 from __future__ import annotations
 
+import atexit
 import os
+import weakref
 
 import mujoco
 import numpy as np
@@ -21,6 +23,19 @@ from behavior_gym._gl import INSTALL_HINT as _INSTALL_HINT
 
 _PLATFORMS = ("egl", "osmesa")
 _chosen: str | None = None
+_LIVE: weakref.WeakSet = weakref.WeakSet()  # renderers not yet closed
+
+
+@atexit.register
+def _close_live_renderers() -> None:
+    """Free the GL contexts of renderers nobody closed while the GL libraries are still loaded: left to
+    garbage collection during interpreter shutdown, an EGL context can be freed after libEGL's own
+    teardown, and the process then segfaults on its way out."""
+    for renderer in list(_LIVE):
+        try:
+            renderer.close()
+        except Exception:
+            pass
 
 
 def _context_class(platform: str):
@@ -88,6 +103,7 @@ class MultiCameraRenderer:
         self._viewports = [mujoco.MjrRect(i * size, 0, size, size) for i in range(len(cameras))]
         self._full = mujoco.MjrRect(0, 0, width, size)
         self._hwc = np.empty((size, width, 3), dtype=np.uint8)
+        _LIVE.add(self)
 
     def render(self, data: mujoco.MjData, out: np.ndarray) -> np.ndarray:
         """Render every camera into `out` of shape [n_cameras, 3, size, size] (uint8)."""
@@ -111,6 +127,7 @@ class MultiCameraRenderer:
             self._con.free()
             self._gl.free()
             self._gl = None
+        _LIVE.discard(self)
 
     def __del__(self):
         try:
