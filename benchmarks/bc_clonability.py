@@ -305,8 +305,7 @@ def temporal_ensemble(chunks: list[tuple[int, np.ndarray]], step: int, m: float 
 def _evaluate(job: tuple) -> dict:
     from behavior_gym.experts.base import ARM
 
-    task, seed, arms, path, noise, execute, *rest = job
-    sample = bool(rest and rest[0])  # tokens sampled at temperature 1 instead of argmax
+    task, seed, arms, path, noise, execute, sample = job  # sample: tokens at temperature 1, not argmax
     torch.manual_seed(seed)
     clone = _load_clone(path)
     env, obs, expert = _make(task, seed, arms)
@@ -329,7 +328,7 @@ def _evaluate(job: tuple) -> dict:
         both += int(min(span) > 0.05)
         chunks += 1
         if execute == 0:
-            recent = [(t, c) for t, c in recent if steps - t < K] + [(steps, act)]
+            recent = (recent + [(steps, act)])[-K:]  # one chunk a step: the last K are the live ones
             act = temporal_ensemble(recent, steps)[None]
         for a in act[:max(execute, 1)]:
             obs, _, terminated, truncated, info = env.step(a)

@@ -50,7 +50,6 @@ class ExpertFailure(RuntimeError):
     """The script found no way to continue (an unreachable target, a lost object)."""
 
 
-
 def robot_frame(points, base_pose) -> np.ndarray:
     """World points ([..., 3]) in the robot's frame for base pose (x, y, yaw): x forward, y left,
     z the world height."""
