@@ -75,14 +75,21 @@ def _time_feature(step: int) -> np.ndarray:
     return np.array([step / 300.0], np.float32) if os.environ.get("BC_TIME_FEATURE") == "1" else np.zeros(0, np.float32)
 
 
+def _layout() -> str:
+    """The skill layout (`--layout`, read from the environment so pool workers see it)."""
+    return os.environ.get("BC_LAYOUT", "tabletop")
+
+
 def _make(task: str, seed: int, arms: str):
     import gymnasium as gym
 
     import behavior_gym  # noqa: F401  (registers the env)
     from behavior_gym.experts import make_expert
     from behavior_gym.experts.base import ScriptedExpert
+    from behavior_gym.tasks.skills import SKILLS
 
-    env = gym.make("Behavior-R1Pro-v0", task=task, instance_id=seed, obs_every=10**9, image_size=16)
+    kw = {"layout": _layout()} if task in SKILLS else {}
+    env = gym.make("Behavior-R1Pro-v0", task=task, instance_id=seed, obs_every=10**9, image_size=16, **kw)
     obs, _ = env.reset(seed=seed)
     if arms == "servo":
         from behavior_gym.experts.servo import SERVO_EXPERTS
@@ -396,6 +403,9 @@ def main(argv=None) -> int:
     ap.add_argument("--arms", nargs="+", default=["standoff"],
                     choices=["standoff", "standoff_yaw", "standoff_nowait", "standoff_nosettle", "standoff_slow",
                              "standoff_jitter", "standoff_place_here", "one", "side", "servo"])
+    ap.add_argument("--layout", default="tabletop", choices=["tabletop", "mobile"],
+                    help="the skill tasks' layout (`behavior_gym.tasks.skills`; runs 1-8 and the records before "
+                    "2026-12-03 used 'mobile', where the standoff experts drive)")
     ap.add_argument("--noise", nargs="+", type=float, default=[0.0, 0.03], help="metres of position noise")
     ap.add_argument("--demos", type=int, default=150, help="expert episodes per task and expert variant")
     ap.add_argument("--actions", nargs="+", default=["absolute"], choices=["absolute", "delta"],
@@ -424,6 +434,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     torch.set_num_threads(max(1, a.workers))
     os.environ["BC_TIME_FEATURE"] = "1" if a.time_feature else "0"  # before the pool: its workers inherit it
+    os.environ["BC_LAYOUT"] = a.layout
     ctx = get_context("forkserver")
     rows = []
     with ProcessPoolExecutor(a.workers, mp_context=ctx) as pool, tempfile.TemporaryDirectory() as tmp:
@@ -450,8 +461,8 @@ def main(argv=None) -> int:
                         jobs = [(task, EVAL_SEED + s, arms, path, noise, execute, decode == "sampled")
                                 for s in range(a.episodes)]
                         eps = list(pool.map(_evaluate, jobs))
-                        row = {"task": task, "arms": arms, "actions": actions, "execute": execute, "decode": decode,
-                               "noise_m": noise,
+                        row = {"task": task, "layout": a.layout, "arms": arms, "actions": actions, "execute": execute,
+                               "decode": decode, "noise_m": noise,
                                "time_feature": a.time_feature, "dart_rad": a.dart, "recover_m": a.recover,
                                "sigma_bins": a.sigma, "demos": len(demos),
                                "expert_through_tokens": ceiling,

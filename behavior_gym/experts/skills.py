@@ -35,10 +35,16 @@ class _SkillExpert(ScriptedExpert):
     drive, a closed-loop motion towards what the cameras see. Its state clone succeeds 17 % against
     6 % when the robot reaches from wherever it stands (`benchmarks/bc_clonability.py --arms
     standoff` vs `one`, 200 demonstrations, assisted grasping). With `always_standoff = False` it
-    keeps the base still when the arm reaches from where it stands (the experts of runs 3-5)."""
+    keeps the base still when the arm reaches from where it stands (the experts of runs 3-5). It is on
+    for the "mobile" skill layout and off for "tabletop", where every object starts within the left
+    arm's reach, so the base never moves."""
 
     ARM = "left"
     always_standoff = True
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.always_standoff = getattr(self.task, "layout", "mobile") != "tabletop"
     # Where it drives, it does so at a visible speed to the end (no creeping final centimetres).
     drive_min_speed = 0.12
     turn_min_speed = 0.3

@@ -123,7 +123,8 @@ def _mentions(parsed, name: str) -> bool:
     return isinstance(parsed, str) and parsed.lstrip("?") == name
 
 
-def problem_from_conditions(conds, overrides=None, adjectives=None, reach: float = 1.0) -> tuple[Problem, list[list]]:
+def problem_from_conditions(conds, overrides=None, adjectives=None, reach: float = 1.0,
+                            regions=None) -> tuple[Problem, list[list]]:
     """The scene builder's view of a problem, and the :init literals `check_initial` verifies.
 
     Wildcard instances (`cabinet.n.01_*`, "any other cabinet in the scene") are dropped unless
@@ -146,7 +147,10 @@ def problem_from_conditions(conds, overrides=None, adjectives=None, reach: float
     checked = [lit for lit in init
                if (lit[1] if lit[0] == "not" else lit)[0] != "inroom"
                and not agents & set((lit[1] if lit[0] == "not" else lit)[1:])]
-    return Problem(objects, init, dict(overrides or {}), dict(adjectives or {}), reach), checked
+    unknown = sorted(set(regions or {}) - known)
+    if unknown:
+        raise ValueError(f"start regions for objects the problem does not have: {unknown} (objects: {sorted(known)})")
+    return Problem(objects, init, dict(overrides or {}), dict(adjectives or {}), reach, dict(regions or {})), checked
 
 
 def default_max_steps(conds) -> int:
@@ -181,20 +185,24 @@ class BDDLTask(EmbeddedTask):
         adjectives: instance -> word used in instructions ("red").
         names: synset -> display name used in instructions.
         reach: free objects start within this distance of the robot where their support allows.
+        regions: instance -> ((x, y), (half_x, half_y)): that object starts in this rectangle of the
+            robot's nominal start frame (x ahead, y to the left) instead (skill layouts).
+        layout: a name for the start distribution, kept in `self.layout` (skills: "tabletop", "mobile").
     """
 
     def __init__(self, activity: str, instance_id: int = 0, *, definition_id: int = 0,
                  predefined_problem: str | None = None, source: str = "behavior", instruction: str | None = None,
                  max_steps: int | None = None, overrides: dict[str, CategorySpec] | None = None,
                  adjectives: dict[str, str] | None = None, description: str = "", names: dict[str, str] | None = None,
-                 reach: float = 1.0):
+                 reach: float = 1.0, regions: dict | None = None, layout: str = "default"):
         self.activity = activity
+        self.layout = layout
         self.instance_id = instance_id
         self.conds = load_conditions(activity, definition_id, predefined_problem)
         support = analyze(self.conds, overrides)
         if not support.ok:
             raise UnsupportedActivity(support.explain(activity))
-        self.problem, self.checked_init = problem_from_conditions(self.conds, overrides, adjectives, reach)
+        self.problem, self.checked_init = problem_from_conditions(self.conds, overrides, adjectives, reach, regions)
         if instruction is None:
             instruction = goal_instruction(self.conds.parsed_goal_conditions, self.problem.objects, self.problem.init,
                                            adjectives, names)

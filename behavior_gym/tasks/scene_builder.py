@@ -134,6 +134,9 @@ class Scene:
     init_toggled: dict[str, bool]
     userdata_offset: int = 0
     reach: float = 1.0
+    # Free object -> ((x, y) centre, (x, y) half extents): the object starts inside this rectangle,
+    # in the frame of the robot's nominal start (origin, facing +x), where its support allows.
+    regions: dict[str, tuple[tuple[float, float], tuple[float, float]]] = field(default_factory=dict)
 
     def free_objects(self) -> list[SceneObject]:
         return [o for o in self.objects.values() if o.role == "free"]
@@ -151,6 +154,7 @@ class Problem:
     overrides: dict[str, CategorySpec] = field(default_factory=dict)  # instance -> spec
     adjectives: dict[str, str] = field(default_factory=dict)  # instance -> adjective
     reach: float = 1.0  # free objects start within this distance of the robot where supports allow
+    regions: dict[str, tuple[tuple[float, float], tuple[float, float]]] = field(default_factory=dict)  # see Scene
 
 
 # ---------------------------------------------------------------------------------------------
@@ -735,7 +739,8 @@ def build_scene(world: mujoco.MjSpec, problem: Problem, instance_id: int, seed_s
             init_open[atom[1]] = is_open
         if atom[0] == "toggled_on" and atom[1] in objects:
             init_toggled[atom[1]] = not neg
-    return Scene(objects, rooms, agent_room, placements, init_open, init_toggled, userdata_offset, problem.reach)
+    return Scene(objects, rooms, agent_room, placements, init_open, init_toggled, userdata_offset, problem.reach,
+                 dict(problem.regions))
 
 
 def _jitter_size(spec: CategorySpec, rng, amount: float) -> CategorySpec:
@@ -981,17 +986,25 @@ class InitialStateSampler:
                     ex, ey = min(ex, 0.7 * hx), min(ey, 0.7 * hy)
             if 2 * half[2] > clearance:
                 return None
-            # Prefer the part of the support the robot can reach from its start, clear of its hands.
             tall = bottom + 2 * half[2] > HANDS_LOW_Z
-            for _ in range(25):
-                lx, ly = rng.uniform(-(hx - ex), hx - ex), rng.uniform(-(hy - ey), hy - ey)
-                wp = c + R @ np.array([lx, ly, 0.0])
-                near = np.linalg.norm(wp[:2] - robot_xy) <= self.scene.reach
-                if near and not (tall and _near_hands(wp, robot_xy, ex, ey)):
-                    break
-            else:
-                if tall and _near_hands(wp, robot_xy, ex, ey):
+            area = self.scene.regions.get(o.name)
+            if area is not None:  # inside its rectangle, and on the support
+                (ax, ay), (rx, ry) = area
+                wp = np.array([ax + rng.uniform(-rx, rx), ay + rng.uniform(-ry, ry), c[2]])
+                lx, ly, _ = R.T @ (wp - c)
+                if abs(lx) > hx - ex + 1e-9 or abs(ly) > hy - ey + 1e-9:
                     return None
+            else:
+                # Prefer the part of the support the robot can reach from its start, clear of its hands.
+                for _ in range(25):
+                    lx, ly = rng.uniform(-(hx - ex), hx - ex), rng.uniform(-(hy - ey), hy - ey)
+                    wp = c + R @ np.array([lx, ly, 0.0])
+                    near = np.linalg.norm(wp[:2] - robot_xy) <= self.scene.reach
+                    if near and not (tall and _near_hands(wp, robot_xy, ex, ey)):
+                        break
+                else:
+                    if tall and _near_hands(wp, robot_xy, ex, ey):
+                        return None
             pos = np.array([wp[0], wp[1], bottom + half[2] + 0.002])
             lo, hi = _aabb(pos, yaw, half)
             zmax = -math.inf

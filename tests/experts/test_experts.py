@@ -85,12 +85,14 @@ def test_skill_experts_grasp_with_one_arm_and_never_creep(task):
     """Demonstrations for cloning: always the left arm (an OFT policy decodes each joint's token on its
     own, so a choice of arm by the object's side is a bimodal target), always the same IK mode; the
     base, where it moves at all, moves visibly to the end instead of creeping the last centimetres;
-    and each grasp is made from the standoff, the object at one spot in front of the left shoulder."""
+    and, in the "mobile" layout, each grasp is made from the standoff, the object at one spot in front
+    of the left shoulder (the "tabletop" layout's experts never drive: tests/tasks/test_skill_layouts.py)."""
     from behavior_gym.wrappers.shaping import moved_and_target
 
     at_standoff = 0
     for seed in range(4):
-        env = gym.make("Behavior-R1Pro-v0", task=task, instance_id=seed, obs_every=10**9, image_size=32)
+        env = gym.make("Behavior-R1Pro-v0", task=task, instance_id=seed, obs_every=10**9, image_size=32,
+                       layout="mobile")
         obs, _ = env.reset(seed=seed)
         expert = make_expert(env)
         expert.reset()
@@ -188,13 +190,18 @@ def test_bc_clonability_records_chunks_and_fits_one_episode():
     a, b = np.zeros((B.K, 23)), np.ones((B.K, 23))
     np.testing.assert_allclose(B.temporal_ensemble([(0, a), (1, b)], 1, m=np.log(2)), 1 / 3)
     np.testing.assert_allclose(B.temporal_ensemble([(0, a), (1, b)], B.K, m=np.log(2)), 1.0)  # chunk 0 is over
-    # Some seed puts the object on the robot's right: `side` grasps it with the right hand.
+    # In the "mobile" layout (`--layout mobile`) some seed puts the object on the robot's right:
+    # `side` grasps it with the right hand.
     arms_used = set()
-    for seed in range(6):
-        ep = B._record(("pick_and_place", seed, "side", 0.0, 0.0))
-        if ep is not None:
-            grip = ep["chunks"][:, 0][:, [GRIP["left"], GRIP["right"]]]
-            arms_used |= {arm for arm, g in zip(("left", "right"), grip.T) if np.ptp(g) > 0.5}
+    os.environ["BC_LAYOUT"] = "mobile"
+    try:
+        for seed in range(6):
+            ep = B._record(("pick_and_place", seed, "side", 0.0, 0.0))
+            if ep is not None:
+                grip = ep["chunks"][:, 0][:, [GRIP["left"], GRIP["right"]]]
+                arms_used |= {arm for arm, g in zip(("left", "right"), grip.T) if np.ptp(g) > 0.5}
+    finally:
+        os.environ.pop("BC_LAYOUT")
     assert arms_used == {"left", "right"}, arms_used
 
 

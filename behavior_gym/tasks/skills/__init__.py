@@ -5,6 +5,15 @@ parsed by bddl (`Conditions(..., predefined_problem=text)`) exactly like a BEHAV
 `skill_task(name, instance_id)` picks the instance's variant — which object, which colour, which
 size, which target — by rewriting category names in the text and overriding shapes and colours,
 so one skill is a family of short, varied problems for RL (goal placement varies per seed).
+
+Two layouts (`layout=`, passed through `gym.make`):
+
+- ``"tabletop"`` (default): the robot starts at the table and the object to move and its target
+  start in small rectangles in front of the left arm (`TABLETOP`: about 12 x 16 cm for the object),
+  as in tabletop skill suites (LIBERO's per-object regions, ManiSkill's PickCube +-10 cm): every
+  reach is made from where the robot stands, without driving.
+- ``"mobile"``: the object and the target start anywhere on the table within `SKILL_REACH` of the
+  robot, so most episodes need the base to move as well (the layout of learning runs 1-8).
 """
 
 from __future__ import annotations
@@ -16,7 +25,12 @@ from behavior_gym.tasks.categories import CategorySpec, resolve
 
 SKILL_DIR = Path(__file__).parent
 SKILL_MAX_STEPS = 300
-SKILL_REACH = 0.8  # objects start within this distance of the robot: no base motion needed
+SKILL_REACH = 0.8  # "mobile" layout: objects start within this distance of the robot
+LAYOUTS = ("tabletop", "mobile")
+# "tabletop" layout: (x, y) centre and half extents, metres, in the robot's start frame (x ahead, y
+# to the left; the table's front edge is ~0.45 m ahead): the moved object in front of the left arm,
+# its target (bowl, plate, lower cube, anchor) just right of it, both within the left arm's reach.
+TABLETOP = {"object": ((0.60, 0.19), (0.06, 0.08)), "target": ((0.65, -0.09), (0.04, 0.06))}
 
 COLORS = {
     "red": (0.85, 0.12, 0.1, 1.0), "green": (0.15, 0.7, 0.2, 1.0), "blue": (0.15, 0.3, 0.85, 1.0),
@@ -31,6 +45,8 @@ class SkillVariant:
     overrides: dict[str, CategorySpec] = field(default_factory=dict)
     adjectives: dict[str, str] = field(default_factory=dict)
     instruction: str | None = None
+    moved: str | None = None  # the instance the goal moves
+    target: str | None = None  # where it goes (container, support or anchor)
 
 
 def _read(name: str) -> str:
@@ -62,7 +78,8 @@ def pick_and_place(instance_id: int) -> SkillVariant:
         obj = replace(obj, rgba=COLORS[color])
     tgt = resolve(target)
     tgt = replace(tgt, size=(0.21, 0.21, tgt.size[2]))  # a roomy target: this is a skill, not a puzzle
-    return SkillVariant(text, {f"{synset}_1": obj, f"{target}_1": tgt}, {f"{synset}_1": color} if color else {})
+    return SkillVariant(text, {f"{synset}_1": obj, f"{target}_1": tgt}, {f"{synset}_1": color} if color else {},
+                        moved=f"{synset}_1", target=f"{target}_1")
 
 
 STACK_COLORS = [("red", "blue"), ("green", "yellow"), ("blue", "red"), ("yellow", "purple"), ("orange", "green"),
@@ -78,6 +95,7 @@ def stacking(instance_id: int) -> SkillVariant:
         {"cube.n.05_1": replace(_scaled(cube, f), rgba=COLORS[top]),
          "cube.n.05_2": replace(_scaled(cube, 1.15 * f), rgba=COLORS[bottom])},
         {"cube.n.05_1": top, "cube.n.05_2": bottom},
+        moved="cube.n.05_1", target="cube.n.05_2",
     )
 
 
@@ -108,7 +126,7 @@ def rearrangement(instance_id: int) -> SkillVariant:
         color = list(COLORS)[instance_id % 4]
         overrides[f"{obj}_1"] = replace(overrides[f"{obj}_1"], rgba=COLORS[color])
         adjectives[f"{obj}_1"] = color
-    return SkillVariant(text, overrides, adjectives)
+    return SkillVariant(text, overrides, adjectives, moved=f"{obj}_1", target=f"{anchor}_1")
 
 
 SKILLS = {
@@ -119,13 +137,20 @@ SKILLS = {
 }
 
 
-def skill_task(name: str, instance_id: int = 0, **kw):
-    """The `BDDLTask` of skill `name` for `instance_id`."""
+def skill_task(name: str, instance_id: int = 0, layout: str = "tabletop", **kw):
+    """The `BDDLTask` of skill `name` for `instance_id`, in `layout` ("tabletop" or "mobile")."""
     from behavior_gym.tasks.bddl_task import BDDLTask
 
+    if layout not in LAYOUTS:
+        raise ValueError(f"skill layout {layout!r} is not one of {LAYOUTS}: 'tabletop' starts the objects in front of "
+                         "the robot's left arm, 'mobile' anywhere on the table within reach of a short drive")
     make, description = SKILLS[name]
     v = make(instance_id)
+    regions = {}
+    if layout == "tabletop" and v.moved is not None:
+        regions = {v.moved: TABLETOP["object"], v.target: TABLETOP["target"]}
     return BDDLTask(name, instance_id, predefined_problem=v.text, source="skill",
                     instruction=kw.pop("instruction", None) or v.instruction,
                     max_steps=kw.pop("max_steps", None) or SKILL_MAX_STEPS, overrides=v.overrides,
-                    adjectives=v.adjectives, description=description, reach=SKILL_REACH, **kw)
+                    adjectives=v.adjectives, description=description, reach=SKILL_REACH, regions=regions,
+                    layout=layout, **kw)
