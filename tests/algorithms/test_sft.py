@@ -154,6 +154,34 @@ def test_steps_fill_the_time_budget_only_with_max_minutes(demo_dir, tmp_path):
         train_sft(policy, demos, SFTConfig(steps=0), str(tmp_path))
 
 
+def test_time_budget_is_planned_from_warm_steps(demo_dir, tmp_path, monkeypatch):
+    """`steps=0, max_minutes=M` plans the step count from measured step times and re-plans over later
+    windows: first steps that are slow (caches, the data loader warming) do not end the run early.
+    A fake clock: 0.3 s per step for the first 40 steps, 0.1 s after; a 30 s budget fits ~220 steps
+    (planning once from steps 20-40 gave 100 and stopped at 16 of the 30 s)."""
+    import types
+
+    import algorithms.sft as sft_mod
+
+    clock = {"t": 0.0, "steps": 0}
+    monkeypatch.setattr(sft_mod, "time", types.SimpleNamespace(perf_counter=lambda: clock["t"]))
+    sample = sft_mod._Batches.sample
+
+    def timed_sample(self, n):
+        clock["t"] += 0.3 if clock["steps"] < 40 else 0.1
+        clock["steps"] += 1
+        return sample(self, n)
+
+    monkeypatch.setattr(sft_mod._Batches, "sample", timed_sample)
+    demos = load_demos([demo_dir], chunk=2, frame_stride=8)
+    policy = sft_policy(demos, preset="tiny", image_size=32, config_overrides={"image_sizes": [28, 28]})
+    cfg = SFTConfig(steps=0, max_minutes=0.5, batch_size=2, warmup_steps=5, random_shift=0, log_every=1000,
+                    save_every=10**6)
+    out = train_sft(policy, demos, cfg, str(tmp_path))
+    assert out["finished"] and 200 <= out["step"] <= 225, out
+    assert 28.0 <= clock["t"] <= 30.5, clock
+
+
 def test_fp8_agreement_script_compares_a_trained_checkpoint(demo_dir, tmp_path, capsys):
     """benchmarks/fp8_agreement.py on an SFT checkpoint: bf16/fp32 vs FP8 greedy tokens on demo frames
     (on the CPU where this torch's `_scaled_mm` takes float8; CUDA asked for without a GPU fails clearly)."""
