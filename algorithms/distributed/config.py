@@ -88,6 +88,7 @@ class EnvConfig:
     reward_coef: float = 1.0
     success_bonus: float = 0.0
     reward_shaping: float = 0.0  # > 0: staged potential shaping (reach, lift, carry) of pick-style skills
+    layout: str | None = None  # skill tasks: "tabletop" (null: the default) or "mobile" (behavior_gym.tasks.skills)
     seed: int = 0
     max_worker_restarts: int = 3  # per env worker; a worker that dies more often stops the run
     omni_config: dict[str, Any] = field(default_factory=dict)  # OmniGibson config overrides (backend omnigibson)
@@ -371,6 +372,11 @@ def check_run_config(c: RunConfig, gpus_per_node: int) -> ComponentPlacement:
         if not ok:
             add("env.train.backend", f"the OmniGibson backend cannot run here ({why}); install BEHAVIOR-1K, set "
                                      "ISAAC_PATH and OMNIGIBSON_DATA_PATH, or use env.train.backend=mujoco")
+    from behavior_gym.tasks.skills import LAYOUTS
+
+    if e.layout is not None and e.layout not in LAYOUTS:
+        add("env.train.layout", f"{e.layout!r} is not a skill layout; choose one of {list(LAYOUTS)} ('tabletop': "
+            "objects start in front of the left arm; 'mobile': anywhere on the table, the base drives) or null")
     if e.reward_shaping < 0:
         add("env.train.reward_shaping", f"must be >= 0 (0: BEHAVIOR's reward only), got {e.reward_shaping}")
     elif e.reward_shaping > 0:

@@ -38,6 +38,7 @@ class EnvSpec:
     tasks: tuple[str, ...] = ()  # several tasks: env i runs tasks[(i // group_size) % len(tasks)]
     instance_ids: tuple[int, ...] = ()  # several instances, cycled the same way
     group_size: int = 1  # GRPO: the envs of a group share their task and instance
+    layout: str | None = None  # skill tasks' start layout ("tabletop", "mobile"); None: the default
 
     def task_of(self, env_index: int) -> tuple[str, int]:
         """The task and instance id of global env `env_index`."""
@@ -57,6 +58,7 @@ class EnvSpec:
                       reward_coef=self.reward_coef, success_bonus=self.success_bonus, **self.extra)
         if self.max_episode_steps is not None:
             kwargs["max_episode_steps"] = self.max_episode_steps
+        kwargs.update(layout_kwargs(task, self.layout, self.backend))
         factory = env_factories(task, 1, self.backend, None if gpu_id is None else [gpu_id], None, **kwargs)[0]
         env = factory()
         if self.reward_shaping > 0:
@@ -64,6 +66,18 @@ class EnvSpec:
 
             env = ManipulationShaping(env, self.reward_shaping)
         return Monitor(SB3ObservationWrapper(ActionChunkWrapper(env, chunk=self.chunk)))
+
+
+def layout_kwargs(task: str, layout: str | None, backend: str = "mujoco") -> dict[str, Any]:
+    """`{"layout": layout}` for an embedded skill task when a layout is set, else nothing (BEHAVIOR
+    activities and the OmniGibson backend have no skill layouts)."""
+    from behavior_gym.tasks.skills import LAYOUTS, SKILLS
+
+    if layout is None:
+        return {}
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout {layout!r} is not one of {LAYOUTS} (null: each skill task's default, 'tabletop')")
+    return {"layout": layout} if task in SKILLS and backend != "omnigibson" else {}
 
 
 def stack_obs(observations: Sequence[Any]) -> Any:

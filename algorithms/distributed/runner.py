@@ -55,7 +55,7 @@ def env_spec(c: RunConfig):
                    reward_coef=e.reward_coef, success_bonus=e.success_bonus, reward_shaping=e.reward_shaping,
                    extra=dict(e.omni_config),
                    tasks=tuple(e.tasks), instance_ids=tuple(e.instance_ids),
-                   group_size=c.algorithm.group_size if c.algorithm.adv_type == "grpo" else 1)
+                   group_size=c.algorithm.group_size if c.algorithm.adv_type == "grpo" else 1, layout=e.layout)
 
 
 def policy_kwargs(c: RunConfig) -> dict[str, Any]:

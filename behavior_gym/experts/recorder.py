@@ -95,9 +95,11 @@ def write_episode(f: h5py.File, ep: dict, task: str, instance_id: int, seed: int
 
 def record_episodes(task: str, n: int, path: str | os.PathLike, seed0: int = 0, image_size: int = 224,
                     successful_only: bool = False, instance_ids=None, compression: str = "lzf",
-                    recovery_offset: float = 0.0) -> dict:
-    """Record `n` expert episodes of `task` into `path` (appending). Returns counts."""
+                    recovery_offset: float = 0.0, layout: str | None = None) -> dict:
+    """Record `n` expert episodes of `task` into `path` (appending). Returns counts. `layout`: the
+    skill tasks' start layout (`behavior_gym.tasks.skills`; None: the default)."""
     from behavior_gym.experts import make_expert
+    from behavior_gym.tasks.skills import SKILLS
 
     gym = _gym()
     written = successes = 0
@@ -106,7 +108,8 @@ def record_episodes(task: str, n: int, path: str | os.PathLike, seed0: int = 0, 
         for k in range(n):
             seed = seed0 + k
             inst = instance_ids[k % len(instance_ids)] if instance_ids else seed
-            env = gym.make("Behavior-R1Pro-v0", task=task, instance_id=inst, image_size=image_size)
+            env = gym.make("Behavior-R1Pro-v0", task=task, instance_id=inst, image_size=image_size,
+                           **({"layout": layout} if layout is not None and task in SKILLS else {}))
             try:
                 ep = record_episode(env, make_expert(env), seed, recovery_offset=recovery_offset)
             finally:
@@ -120,15 +123,16 @@ def record_episodes(task: str, n: int, path: str | os.PathLike, seed0: int = 0, 
 
 
 def _record_shard(args: tuple) -> dict:
-    task, n, path, seed0, image_size, successful_only, recovery_offset = args
+    task, n, path, seed0, image_size, successful_only, recovery_offset, layout = args
     os.environ.setdefault("MUJOCO_GL", "egl")
     out = record_episodes(task, n, path, seed0=seed0, image_size=image_size, successful_only=successful_only,
-                          recovery_offset=recovery_offset)
+                          recovery_offset=recovery_offset, layout=layout)
     return {"task": task, "path": str(path), **out}
 
 
 def record_parallel(tasks: list[str], episodes: int, out_dir: str | os.PathLike, workers: int = 1, seed0: int = 0,
-                    image_size: int = 224, successful_only: bool = True, recovery_offset: float = 0.0) -> list[dict]:
+                    image_size: int = 224, successful_only: bool = True, recovery_offset: float = 0.0,
+                    layout: str | None = None) -> list[dict]:
     """Record `episodes` expert episodes of each task into `out_dir/<task>_<k>.hdf5`, with `workers`
     processes (each writes its own shard). Episode j of a task uses seed and instance `seed0 + j`.
     `recovery_offset`: see `record_episode`."""
@@ -144,7 +148,8 @@ def record_parallel(tasks: list[str], episodes: int, out_dir: str | os.PathLike,
             if os.path.exists(path):
                 os.remove(path)  # a shard is written whole or recorded again
             if b > a:
-                jobs.append((task, int(b - a), path, seed0 + int(a), image_size, successful_only, recovery_offset))
+                jobs.append((task, int(b - a), path, seed0 + int(a), image_size, successful_only, recovery_offset,
+                             layout))
     if workers <= 1:
         return [_record_shard(j) for j in jobs]
     with mp.get_context("forkserver").Pool(min(workers, len(jobs))) as pool:

@@ -31,6 +31,7 @@ class CollectConfig:
     num_workers: int = 2
     successful_only: bool = True
     recovery_offset: float = 0.0  # metres; > 0: drives sometimes displaced and driven back (not labels)
+    layout: str | None = None  # skill tasks: "tabletop" (null: the default) or "mobile"
     out_dir: str = "data/demos"
 
 
@@ -40,18 +41,21 @@ def main(cfg: DictConfig) -> None:
     c = typed_config(cfg, CollectConfig, "collect_demos")
     from behavior_gym.experts import EXPERTS
     from behavior_gym.experts.recorder import record_parallel
+    from behavior_gym.tasks.skills import LAYOUTS
 
     for t in c.tasks:
         if t not in EXPERTS:
             fail("collect_demos", "tasks", f"no scripted expert for {t!r}; experts exist for {', '.join(EXPERTS)}")
     if not 0.0 <= c.recovery_offset <= 0.3:
         fail("collect_demos", "recovery_offset", f"must be between 0 and 0.3 m, got {c.recovery_offset}")
+    if c.layout is not None and c.layout not in LAYOUTS:
+        fail("collect_demos", "layout", f"{c.layout!r} is not a skill layout; choose one of {list(LAYOUTS)} or null")
     if c.episodes_per_task < 1:
         fail("collect_demos", "episodes_per_task", f"must be >= 1, got {c.episodes_per_task}")
     t0 = time.perf_counter()
     shards = record_parallel(c.tasks, c.episodes_per_task, c.out_dir, workers=c.num_workers, seed0=c.seed0,
                              image_size=c.image_size, successful_only=c.successful_only,
-                             recovery_offset=c.recovery_offset)
+                             recovery_offset=c.recovery_offset, layout=c.layout)
     dt = time.perf_counter() - t0
     summary = {}
     for t in c.tasks:

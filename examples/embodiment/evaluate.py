@@ -46,6 +46,7 @@ class EvalConfig:
     temperature: float = 1.0
     image_size: int = 224
     max_episode_steps: int | None = None
+    layout: str | None = None  # skill tasks: "tabletop" (null: the default) or "mobile"
     out: str = "runs/eval/eval.json"
     device: str = "auto"
     fast_inference: bool | None = None  # compiled regions + CUDA graphs; null: on with CUDA
@@ -106,6 +107,7 @@ def main(cfg: DictConfig) -> None:
     from algorithms import evaluate
     from algorithms.distributed.env_worker import EnvSpec
     from algorithms.evaluation import use_fast_inference
+    from behavior_gym.tasks.skills import LAYOUTS
 
     c = typed_config(cfg, EvalConfig, "evaluate")
     if bool(c.model_path) == bool(c.checkpoint):
@@ -117,6 +119,8 @@ def main(cfg: DictConfig) -> None:
     bad = [m for m in c.modes if m not in MODES]
     if bad:
         fail("evaluate", "modes", f"unknown mode(s) {bad}; choose from {list(MODES)}")
+    if c.layout is not None and c.layout not in LAYOUTS:
+        fail("evaluate", "layout", f"{c.layout!r} is not a skill layout; choose one of {list(LAYOUTS)} or null")
     if c.num_envs % len(c.tasks):
         fail("evaluate", "num_envs", f"{c.num_envs} envs cannot be shared evenly by {len(c.tasks)} tasks; use a "
                                      "multiple of the number of tasks")
@@ -132,7 +136,7 @@ def main(cfg: DictConfig) -> None:
     print(f"fast inference: {'on' + (' (FP8)' if c.fp8 else '') if fast_on else 'off'}")
     k = policy.model.config.num_action_chunks
     spec = EnvSpec(chunk=k, image_size=c.image_size, obs_every=k, max_episode_steps=c.max_episode_steps,
-                   tasks=tuple(c.tasks), instance_ids=tuple(c.seed + i for i in range(c.num_envs)))
+                   tasks=tuple(c.tasks), instance_ids=tuple(c.seed + i for i in range(c.num_envs)), layout=c.layout)
     per_env = -(-c.episodes_per_task * len(c.tasks) // c.num_envs)
     results = {"model": path, "seed": c.seed, "num_envs": c.num_envs, "fast_inference": fast_on, "fp8": c.fp8,
                "modes": {}}

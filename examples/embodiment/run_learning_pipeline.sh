@@ -13,6 +13,7 @@
 #   EXTRA_DEMOS, EXTRA_SFT, EXTRA_RL (more Hydra overrides for those stages, e.g.
 #   EXTRA_SFT="train.aux_position_weight=1.0", EXTRA_DEMOS="recovery_offset=0.1")
 #   EVAL_RL [ppo grpo] (which RL runs eval_rl evaluates)
+#   LAYOUT [the default, tabletop] (the skill tasks' layout in every stage: tabletop or mobile)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PY="${PYTHON:-python}"
@@ -34,12 +35,13 @@ rl() {  # rl CONFIG: train (or continue) an RL run from the SFT checkpoint for R
   local resume; resume="$(latest_checkpoint "$1")"
   bash "$HERE/run_embodiment.sh" "$1" actor.model.model_path="$WORK/sft/model" env.train.tasks="[$TASKS]" \
     runner.logger.log_path="$WORK/logs" runner.max_minutes="$RL_MINUTES" video_cfg.save_video="${SAVE_VIDEO:-true}" \
+    ${LAYOUT:+env.train.layout="$LAYOUT"} \
     ${resume:+runner.resume_dir="$(dirname "$resume")"} ${EXTRA_RL:-}
 }
 
 evaluate() {  # evaluate NAME key=value: held-out evaluation into $WORK/eval/NAME.json
   "$PY" "$HERE/evaluate.py" "$2" tasks="[$TASKS]" num_envs="$EVAL_ENVS" episodes_per_task="$EVAL_EPISODES" \
-    out="$WORK/eval/$1.json"
+    out="$WORK/eval/$1.json" ${LAYOUT:+layout="$LAYOUT"}
 }
 
 for stage in "${@:-demos sft eval_sft ppo grpo eval_rl curves}"; do
@@ -47,7 +49,7 @@ for stage in "${@:-demos sft eval_sft ppo grpo eval_rl curves}"; do
     echo "=== $s ($(date +%T))"
     case "$s" in
       demos) "$PY" "$HERE/collect_demos.py" tasks="[$TASKS]" episodes_per_task="${DEMOS_PER_TASK:-100}" \
-               num_workers="$NUM_WORKERS" out_dir="$WORK/demos" ${EXTRA_DEMOS:-} ;;
+               num_workers="$NUM_WORKERS" out_dir="$WORK/demos" ${LAYOUT:+layout="$LAYOUT"} ${EXTRA_DEMOS:-} ;;
       sft) "$PY" "$HERE/sft.py" demos="[$WORK/demos]" out_dir="$WORK/sft" model.preset="${SFT_PRESET:-small-p28}" \
              load_workers="$NUM_WORKERS" train.steps="${SFT_STEPS:-0}" train.max_minutes="${SFT_MINUTES:-5.5}" ${EXTRA_SFT:-} ;;
       eval_sft) evaluate sft model_path="$WORK/sft/model" ;;

@@ -230,13 +230,13 @@ def test_servo_expert_solves_its_task_closed_loop(task):
 def test_recovery_drives_are_flagged_recorded_and_left_out_of_sft_samples(tmp_path):
     """`recovery_offset`: after some drives the base is displaced (flagged `perturbing`, stored as
     `expert_label` False) and the expert drives back and still succeeds; SFT keeps no sample whose
-    chunk holds a displacement action."""
+    chunk holds a displacement action. (The "mobile" layout: in "tabletop" the base never drives.)"""
     import h5py
 
     from algorithms.sft import load_demos
     from behavior_gym.experts.recorder import read_episode, record_episode, write_episode
 
-    env = gym.make("Behavior-R1Pro-v0", task="pick_and_place", instance_id=3, image_size=16)
+    env = gym.make("Behavior-R1Pro-v0", task="pick_and_place", instance_id=3, image_size=16, layout="mobile")
     expert = make_expert(env)
     expert.recovery_prob = 1.0  # every drive displaced
     ep = record_episode(env, expert, seed=3, recovery_offset=0.1)

@@ -71,3 +71,35 @@ def test_tabletop_experts_never_drive(task):
         env.close()
         assert info["success_once"], (task, seed, expert.failed)
         assert max(base) < 0.03, f"{task} seed {seed}: the base was driven ({max(base):.3f})"
+
+
+def test_layout_reaches_skill_envs_only_and_is_checked():
+    """`env.train.layout` / `layout=` of collect_demos and evaluate become `gym.make(layout=...)` for
+    the embedded skill tasks only (BEHAVIOR activities have no skill layout)."""
+    from algorithms.distributed.env_worker import EnvSpec, layout_kwargs
+
+    assert layout_kwargs("pick_and_place", "mobile") == {"layout": "mobile"}
+    assert layout_kwargs("turning_on_radio", "mobile") == {}
+    assert layout_kwargs("pick_and_place", None) == {}
+    assert layout_kwargs("pick_and_place", "mobile", backend="omnigibson") == {}
+    with pytest.raises(ValueError, match="not one of"):
+        layout_kwargs("pick_and_place", "shelf")
+    env = EnvSpec(task="pick_and_place", image_size=16, chunk=2, obs_every=10**9, layout="mobile").make()
+    try:
+        assert env.unwrapped.backend.task.layout == "mobile"
+    finally:
+        env.close()
+
+
+def test_recorder_records_the_layout_it_is_given(tmp_path):
+    """`collect_demos.py layout=mobile` reaches the recorded episodes: the moved object's first position
+    (the privileged `points`, robot frame) lies in the tabletop rectangle only without it."""
+    from behavior_gym.experts.recorder import read_episode, record_episodes
+
+    first = {}
+    for layout in ("mobile", None):
+        path = tmp_path / f"{layout}.hdf5"
+        record_episodes("pick_and_place", 1, path, seed0=3, image_size=32, layout=layout)
+        first[layout] = read_episode(path, 0)["points"][0, 0, :2]
+    assert _inside(first[None], TABLETOP["object"], slack=0.05), first
+    assert not _inside(first["mobile"], TABLETOP["object"], slack=0.05), first
