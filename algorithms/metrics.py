@@ -42,6 +42,8 @@ ENV_SUCCESS_ONCE = "env/success_once"
 ENV_Q_SCORE = "env/q_score"
 ENV_RETURN = "env/return"
 ENV_NUM_TRAJECTORIES = "env/num_trajectories"
+# Multi-task runs: ENV_SUCCESS_ONCE per task (info["task"]) as "env/success_once/<task>", logged once
+# episodes of two or more tasks ended in the rollout.
 
 # --- time (seconds per iteration) ----------------------------------------------------------------
 TIME_ENV = "time/env"  # env.step calls during the rollout
@@ -76,6 +78,7 @@ class EpisodeStats:
 
     def __init__(self) -> None:
         self.values: dict[str, list[float]] = {}
+        self.per_task: dict[str, list[float]] = {}
         self.count = 0
 
     def add_step(self, infos: Sequence[Mapping[str, Any]], dones: Sequence[bool]) -> None:
@@ -88,6 +91,8 @@ class EpisodeStats:
         for key, name in EPISODE_INFO_METRICS.items():
             if key in info:
                 self.values.setdefault(name, []).append(float(info[key]))
+        if "success_once" in info and isinstance(info.get("task"), str):
+            self.per_task.setdefault(info["task"], []).append(float(info["success_once"]))
         if isinstance(info.get("episode"), Mapping) and "r" in info["episode"]:
             self.values.setdefault(ENV_RETURN, []).append(float(info["episode"]["r"]))
 
@@ -95,8 +100,11 @@ class EpisodeStats:
         out = {name: float(np.mean(v)) for name, v in self.values.items() if v}
         if self.count:
             out[ENV_NUM_TRAJECTORIES] = float(self.count)
+        if len(self.per_task) > 1:
+            out.update({f"{ENV_SUCCESS_ONCE}/{task}": float(np.mean(v)) for task, v in self.per_task.items()})
         return out
 
     def clear(self) -> None:
+        self.per_task.clear()
         self.values.clear()
         self.count = 0

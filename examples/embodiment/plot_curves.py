@@ -3,7 +3,8 @@
     python examples/embodiment/plot_curves.py --logs runs/learning/logs --sft runs/learning/sft --out docs
 
 Writes `learning_rl_curves.png` (success and mean chunk return against env steps, PPO and GRPO;
-runs continued with `runner.resume_dir` are joined) and `learning_sft_curves.png` (SFT loss and
+runs continued with `runner.resume_dir` are joined; a third panel splits success by task where the
+runs logged `env/success_once/<task>`) and `learning_sft_curves.png` (SFT loss and
 token accuracy against optimizer steps; with the auxiliary position loss also its error in cm).
 """
 
@@ -71,7 +72,9 @@ def main(argv=None) -> None:
     os.makedirs(a.out, exist_ok=True)
     runs = rl_runs(a.logs)
     if runs:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        prefix = "env/success_once/"
+        tasks = sorted({t[len(prefix):] for tags in runs.values() for t in tags if t.startswith(prefix)})
+        fig, axes = plt.subplots(1, 3 if tasks else 2, figsize=(16.5 if tasks else 11, 4))
         for ax, tag, label in ((axes[0], "env/success_once", "success (episodes ending in the rollout)"),
                                (axes[1], "rollout/returns_mean", "mean return per chunk")):
             for name, tags in sorted(runs.items()):
@@ -82,6 +85,17 @@ def main(argv=None) -> None:
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
             ax.legend()
+        if tasks:  # one colour per task, one line style per algorithm
+            ax = axes[2]
+            for (name, tags), style in zip(sorted(runs.items()), ("-", "--", ":", "-.")):
+                for i, task in enumerate(tasks):
+                    if prefix + task in tags:
+                        xs, ys = zip(*tags[prefix + task])
+                        ax.plot(xs, smooth(list(ys), a.smooth), style, color=f"C{i}", label=f"{name} {task}")
+            ax.set_xlabel("env steps")
+            ax.set_ylabel("success per task (episodes ending in the rollout)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
         fig.suptitle("RL from the SFT checkpoint (embedded backend, 4 tasks)")
         fig.tight_layout()
         path = os.path.join(a.out, "learning_rl_curves.png")

@@ -87,3 +87,24 @@ def test_progress_bar(toys, tmp_path):
     model.set_logger(make_logger(str(tmp_path)))
     model.learn(24, progress_bar=True)
     assert model.num_timesteps == 24
+
+
+def test_episode_stats_split_success_by_task_in_multi_task_runs():
+    """env/success_once is the mean over every finished episode; with episodes of two or more tasks,
+    env/success_once/<task> gives each task's (from info["task"]); nothing per task in one-task runs."""
+    from algorithms import metrics as M
+
+    stats = M.EpisodeStats()
+    ends = [{"task": "pick_and_place", "success_once": True, "episode_len": 120},
+            {"task": "pick_and_place", "success_once": False, "episode_len": 300},
+            {"task": "open_drawer", "success_once": True, "episode_len": 150},
+            {"task": "pick_and_place", "success_once": False, "episode_len": 300}]
+    stats.add_step(ends[:2] + [{"task": "open_drawer", "success_once": False}], [True, True, False])
+    stats.add_step(ends[2:], [True, True])
+    m = stats.means()
+    assert m[M.ENV_SUCCESS_ONCE] == 0.5 and m[M.ENV_NUM_TRAJECTORIES] == 4
+    assert m["env/success_once/pick_and_place"] == pytest.approx(1 / 3)
+    assert m["env/success_once/open_drawer"] == 1.0
+    stats.clear()
+    stats.add_step(ends[:2], [True, True])
+    assert not any(k.startswith("env/success_once/") for k in stats.means())
