@@ -28,9 +28,13 @@ the arm by the object's side, as `ScriptedExpert.arm_for` does; `servo` the clos
 
     python benchmarks/bc_clonability.py --tasks pick_and_place --arms one side --noise 0 0.03
 
-`--execute` sets how many of each chunk's actions run before the next prediction (0: ACT's temporal
-ensemble), `--decode` greedy or sampled tokens. Prints one line per (task, arms, actions, noise,
-execute, decode) and writes `--out` (JSON, every episode).
+`--layout` picks the skill tasks' start layout: `tabletop` (default since 2026-12-03: the object and
+its target in front of the left arm, the experts never drive; there the `standoff*` variants are the
+shipped experts reaching from where they stand) or `mobile` (objects anywhere on the table, the
+layout of every record before `tabletop.json`). `--execute` sets how many of each chunk's actions
+run before the next prediction (0: ACT's temporal ensemble), `--decode` greedy or sampled tokens.
+Prints one line per (task, arms, actions, noise, execute, decode) and writes `--out` (JSON, every
+episode).
 """
 
 from __future__ import annotations
