@@ -137,6 +137,11 @@ class PPO(SB3PPO):
         recompute_log_probs: before the update epochs, replace the rollout's log-probs by those of the
             update's own forward pass (see `_recompute_log_probs`): for rollouts acted by another forward
             pass (compiled / FP8 fast inference), whose log-probs differ from the eager update's.
+        lr_warmup_steps: the policy group's learning rate rises linearly over this many optimizer
+            steps (0: off; the value head's is not warmed up). A fresh Adam's first steps move every
+            parameter by about the learning rate whatever its gradient (m/sqrt(v) is +-1 at step 1):
+            at lr 1e-4 the first PPO update from an SFT checkpoint had a per-token approx. KL of
+            0.14-0.19 against 0.004-0.02 later (learning runs 8 and 9).
     """
 
     policy_aliases: ClassVar[dict[str, type]] = dict(SB3PPO.policy_aliases)
@@ -172,6 +177,7 @@ class PPO(SB3PPO):
         bf16: bool | None = None,
         tokens_per_action: int = ACTION_DIM,
         recompute_log_probs: bool = False,
+        lr_warmup_steps: int = 0,
         rollout_buffer_class: type[RolloutBuffer] | None = None,
         rollout_buffer_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
@@ -189,6 +195,10 @@ class PPO(SB3PPO):
                             f"log-probs and loss masks the update reads), got {rollout_buffer_class.__name__}")
         if micro_batch_size is not None and micro_batch_size < 1:
             raise ValueError(f"micro_batch_size must be >= 1, got {micro_batch_size}")
+        if lr_warmup_steps < 0:
+            raise ValueError(f"lr_warmup_steps must be >= 0 (0: no warmup), got {lr_warmup_steps}")
+        self.lr_warmup_steps = int(lr_warmup_steps)
+        self._policy_lr: float | None = None
         self.clip_ratio_low = clip_range if clip_ratio_low is None else clip_ratio_low
         self.clip_ratio_high = clip_range if clip_ratio_high is None else clip_ratio_high
         self.micro_batch_size = micro_batch_size
@@ -250,11 +260,19 @@ class PPO(SB3PPO):
     def _update_learning_rate(self, optimizers: list[th.optim.Optimizer] | th.optim.Optimizer) -> None:
         lr = self.lr_schedule(self._current_progress_remaining)
         value_lr = self.value_lr_schedule(self._current_progress_remaining) if self.value_lr_schedule else lr
+        self._policy_lr = lr
+        lr = lr * self._warmup_factor()
         self.logger.record(M.ACTOR_LR, lr)
         self.logger.record(M.ACTOR_VALUE_LR, value_lr)
         for opt in optimizers if isinstance(optimizers, list) else [optimizers]:
             for group in opt.param_groups:
                 group["lr"] = value_lr if group.get("name") == "value_head" else lr
+
+    def _warmup_factor(self) -> float:
+        """The policy lr's factor for the next optimizer step (`lr_warmup_steps`)."""
+        if not self.lr_warmup_steps:
+            return 1.0
+        return min(1.0, (self._n_updates + 1) / self.lr_warmup_steps)
 
     @property
     def use_bf16(self) -> bool:
@@ -500,6 +518,10 @@ class PPO(SB3PPO):
             return stats
         params = [p for group in optimizer.param_groups for p in group["params"]]
         stats["grad_norm"] = self._clip_grad_norm(params)
+        if self.lr_warmup_steps and self._policy_lr is not None:
+            for group in optimizer.param_groups:
+                if group.get("name") != "value_head":
+                    group["lr"] = self._policy_lr * self._warmup_factor()
         optimizer.step()
         self._n_updates += 1
         self._after_optimizer_step()

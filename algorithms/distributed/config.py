@@ -165,6 +165,7 @@ class OptimConfig:
     adam_eps: float = 1e-8
     weight_decay: float = 0.01
     clip_grad: float = 10.0
+    lr_warmup_steps: int = 0  # the actor's lr rises linearly over this many optimizer steps (0: off, as RLinf)
 
 
 @dataclass
@@ -452,6 +453,9 @@ def check_run_config(c: RunConfig, gpus_per_node: int) -> ComponentPlacement:
         add("actor.model.image_size", f"must be a multiple of the 14-pixel patch size, got {m.image_size}")
     if m.is_lora and m.lora_rank < 1:
         add("actor.model.lora_rank", f"must be >= 1 with is_lora, got {m.lora_rank}")
+
+    if a.optim.lr_warmup_steps < 0:
+        add("actor.optim.lr_warmup_steps", f"must be >= 0 (0: no warmup), got {a.optim.lr_warmup_steps}")
 
     # batches
     samples = c.n_steps * n if n >= 1 and m.num_action_chunks >= 1 else 0

@@ -90,7 +90,7 @@ def trainer_kwargs(c: RunConfig) -> dict[str, Any]:
         dual_clip=alg.clip_ratio_c, ent_coef=alg.entropy_bonus, max_grad_norm=a.optim.clip_grad,
         target_kl=alg.target_kl, ratio_level=LOGPROB_TYPES[alg.logprob_type],
         bf16=None if a.model.precision == "bf16" else False, seed=a.seed, policy_kwargs=policy_kwargs(c),
-        recompute_log_probs=recompute_log_probs(c),
+        recompute_log_probs=recompute_log_probs(c), lr_warmup_steps=a.optim.lr_warmup_steps,
     )
     if alg.adv_type == "grpo":
         kwargs.update(group_size=alg.group_size, normalize_std=alg.normalize_std, filter_groups=alg.filter_rewards,

@@ -128,6 +128,32 @@ def test_value_lr_groups_and_trainable_only(toys):
     assert not params & {id(p) for p in model.policy.body.parameters()}
 
 
+@pytest.mark.parametrize("algo", ["ppo", "grpo"])
+def test_lr_warmup_raises_the_policy_lr_linearly(toys, algo):
+    """`lr_warmup_steps=W`: optimizer step k (from 1) runs the policy group at lr * min(1, k / W); the
+    value head's lr is not warmed up; afterwards the schedule's lr as without warmup."""
+    make = ppo if algo == "ppo" else grpo
+    model = make(toys, learning_rate=1e-2, lr_warmup_steps=6, **({"value_lr": 5e-2} if algo == "ppo" else {}))
+    seen = []
+    opt = model.policy.optimizer
+    step = opt.step
+
+    def spy(*args, **kwargs):
+        seen.append({g["name"]: g["lr"] for g in opt.param_groups})
+        return step(*args, **kwargs)
+
+    opt.step = spy
+    model.learn(64 if algo == "ppo" else 48)
+    policy_lrs = [s["policy"] for s in seen]
+    assert len(policy_lrs) > 6
+    np.testing.assert_allclose(policy_lrs[:6], [1e-2 * k / 6 for k in range(1, 7)])
+    np.testing.assert_allclose(policy_lrs[6:], 1e-2)
+    if algo == "ppo":
+        assert all(s["value_head"] == 5e-2 for s in seen)
+    with pytest.raises(ValueError, match="lr_warmup_steps"):
+        make(toys, lr_warmup_steps=-1)
+
+
 def test_target_kl_stops_early(toys):
     model = ppo(toys, learning_rate=0.3, target_kl=1e-4, n_epochs=10)
     rec = recorded(model)
