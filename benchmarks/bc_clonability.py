@@ -13,7 +13,7 @@ well such a policy clones each expert when perception is not the problem:
    with OFT's factorisation: one 256-way cross-entropy per action dimension and chunk step, targets
    binned with q01/q99 `norm_stats` (`vla_policies`' own tokenizer and normaliser);
 3. runs it closed loop on held-out seeds (100000+), executing each decoded chunk open loop, greedy
-   (argmax per token; `--decode sampled`: sampled at temperature 1), and reports success, how many
+   (argmax per token; `--decode sampled`: sampled at temperature 1, `sampled:0.5` at 0.5), and reports success, how many
    episodes came within 5 cm of the object, lifted
    it 2 cm, and how often a chunk moved both arms (a sign of mixed modes).
 
@@ -316,7 +316,7 @@ def temporal_ensemble(chunks: list[tuple[int, np.ndarray]], step: int, m: float 
 def _evaluate(job: tuple) -> dict:
     from behavior_gym.experts.base import ARM
 
-    task, seed, arms, path, noise, execute, sample = job  # sample: tokens at temperature 1, not argmax
+    task, seed, arms, path, noise, execute, temperature = job  # temperature 0: argmax tokens
     torch.manual_seed(seed)
     clone = _load_clone(path)
     env, obs, expert = _make(task, seed, arms)
@@ -331,7 +331,8 @@ def _evaluate(job: tuple) -> dict:
         x = _inputs(obs["proprio"][None], y[None], p[None], clone["mu"], clone["sd"], noise, gen)
         with torch.no_grad():
             logits = clone["model"](x)
-            b = torch.distributions.Categorical(logits=logits).sample() if sample else logits.argmax(-1)
+            b = (torch.distributions.Categorical(logits=logits / temperature).sample() if temperature > 0
+                 else logits.argmax(-1))
         act = clone["norm"].unnormalize(clone["tok"].decode_bins(b)).numpy().reshape(K, 23)
         if clone["delta"]:
             act[:, JOINT_ACT] += obs["proprio"][JOINT_PROPRIO]
@@ -401,6 +402,27 @@ def _line(r: dict) -> str:
             f"({sec['demos']:.0f}+{sec['train']:.0f}+{sec['eval']:.0f} s)")
 
 
+def _decode_mode(text: str) -> str:
+    """`--decode` values: greedy, sampled, sampled:T (T > 0)."""
+    if text in ("greedy", "sampled"):
+        return text
+    head, _, t = text.partition(":")
+    try:
+        ok = head == "sampled" and float(t) > 0
+    except ValueError:
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(f"{text!r}: use greedy, sampled or sampled:T with a temperature T > 0")
+    return text
+
+
+def _temperature(decode: str) -> float:
+    """0 for greedy, else the sampling temperature of a `--decode` value."""
+    if decode == "greedy":
+        return 0.0
+    return float(decode.partition(":")[2] or 1.0)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", default=["pick_and_place"])
@@ -418,8 +440,9 @@ def main(argv=None) -> int:
                     help="actions of each predicted chunk executed before the next prediction (1..8); 0: a chunk "
                     "predicted every step and the executed action the weighted mean of every live chunk's "
                     "action for that step (ACT's temporal ensemble, Zhao et al. 2023)")
-    ap.add_argument("--decode", nargs="+", default=["greedy"], choices=["greedy", "sampled"],
-                    help="argmax tokens, or tokens sampled at temperature 1 (as the VLA's sampled evaluation)")
+    ap.add_argument("--decode", nargs="+", default=["greedy"], type=_decode_mode,
+                    help="greedy (argmax tokens), sampled (tokens sampled at temperature 1, as the VLA's sampled "
+                    "evaluation) or sampled:T (at temperature T, e.g. sampled:0.5)")
     ap.add_argument("--time-feature", action="store_true", help="diagnostic: the clone also sees the episode's "
                     "step count (does it stall where one state has different actions at different times?)")
     ap.add_argument("--dart", type=float, default=0.0, help="radians of noise on the executed joint targets "
@@ -462,7 +485,7 @@ def main(argv=None) -> int:
                               f"{ceiling:.0%}", flush=True)
                     for execute, decode in [(e, m) for e in a.execute for m in a.decode]:
                         t0 = time.perf_counter()
-                        jobs = [(task, EVAL_SEED + s, arms, path, noise, execute, decode == "sampled")
+                        jobs = [(task, EVAL_SEED + s, arms, path, noise, execute, _temperature(decode))
                                 for s in range(a.episodes)]
                         eps = list(pool.map(_evaluate, jobs))
                         row = {"task": task, "layout": a.layout, "arms": arms, "actions": actions, "execute": execute,
