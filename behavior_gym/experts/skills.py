@@ -40,11 +40,7 @@ class _SkillExpert(ScriptedExpert):
     arm's reach, so the base never moves."""
 
     ARM = "left"
-    always_standoff = True
-
-    def __init__(self, env):
-        super().__init__(env)
-        self.always_standoff = getattr(self.task, "layout", "mobile") != "tabletop"
+    always_standoff = True  # per instance: set from the task's layout in __init__
     # Where it drives, it does so at a visible speed to the end (no creeping final centimetres).
     drive_min_speed = 0.12
     turn_min_speed = 0.3
@@ -63,6 +59,10 @@ class _SkillExpert(ScriptedExpert):
     # False: a place whose target the arm reaches from where the pick left the robot is made from
     # there (no carry drive); True: from the standoff, like every pick.
     place_from_standoff = True
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.always_standoff = getattr(self.task, "layout", None) != "tabletop"
 
     def approach(self, p, arm: str, **kwargs):
         if self.standoff_jitter > 0:

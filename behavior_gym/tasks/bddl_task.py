@@ -187,14 +187,15 @@ class BDDLTask(EmbeddedTask):
         reach: free objects start within this distance of the robot where their support allows.
         regions: instance -> ((x, y), (half_x, half_y)): that object starts in this rectangle of the
             robot's nominal start frame (x ahead, y to the left) instead (skill layouts).
-        layout: a name for the start distribution, kept in `self.layout` (skills: "tabletop", "mobile").
+        layout: the skill layout these regions make ("tabletop", "mobile"; None for BEHAVIOR activities),
+            kept in `self.layout` for the experts.
     """
 
     def __init__(self, activity: str, instance_id: int = 0, *, definition_id: int = 0,
                  predefined_problem: str | None = None, source: str = "behavior", instruction: str | None = None,
                  max_steps: int | None = None, overrides: dict[str, CategorySpec] | None = None,
                  adjectives: dict[str, str] | None = None, description: str = "", names: dict[str, str] | None = None,
-                 reach: float = 1.0, regions: dict | None = None, layout: str = "default"):
+                 reach: float = 1.0, regions: dict | None = None, layout: str | None = None):
         self.activity = activity
         self.layout = layout
         self.instance_id = instance_id
