@@ -1,0 +1,223 @@
+"""Does PPO raise a pick-style skill from a behaviour-cloned start? The learning runs' RL stage on the CPU.
+
+The VLA runs (README, "Does it learn?") fine-tune a cloned policy with PPO for minutes of GPU time.
+This script asks the same question where it is cheap to ask: it takes the state clone of
+`benchmarks/bc_clonability.py` (an MLP on privileged state with OpenVLA-OFT's factorisation: one
+256-bin token per action dimension and chunk step, chunks of 8) as the starting policy, adds a value
+head, and trains it with `algorithms.PPO` (the same trainer, token-level ratios, chunk-level GAE) on
+the embedded env without rendering: training instances 0..n_envs-1, the reach/lift/carry shaping
+and success bonus of the skills configs. Held-out greedy success (seeds 100000+) before and after,
+as `bc_clonability.py` measures it.
+
+    python benchmarks/proxy_rl.py --task pick_and_place --rl-steps 150000 --lr 1e-4 --temperature 1.0
+
+`--clone PATH` reuses a clone saved by an earlier run (`--save-clone PATH`); `--temperature` is the
+rollout sampling temperature (also the one PPO's log-probs are taken at), `--warmup` PPO's
+`lr_warmup_steps`. Prints one line per evaluation and writes `--out` (JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import bc_clonability as B  # noqa: E402  (imports torch before any GL context)
+import gymnasium as gym  # noqa: E402
+import torch  # noqa: E402
+from gymnasium import spaces  # noqa: E402
+from stable_baselines3.common.policies import BasePolicy  # noqa: E402
+
+
+class StateObservation(gym.ObservationWrapper):
+    """The clone's input (proprio, the task's yaws and points in the robot frame), standardised."""
+
+    def __init__(self, env: gym.Env, mu: np.ndarray, sd: np.ndarray):
+        super().__init__(env)
+        self.mu, self.sd = mu.astype(np.float32), sd.astype(np.float32)
+        self.observation_space = spaces.Box(-np.inf, np.inf, (len(mu),), np.float32)
+        self.probe = None  # built at the first reset (the task's state is bound then)
+
+    def reset(self, **kwargs):
+        from behavior_gym.experts import make_expert
+
+        obs, info = self.env.reset(**kwargs)
+        if self.probe is None:
+            self.probe = B._Probe(self.env, make_expert(self.env))
+        return self.observation(obs), info
+
+    def observation(self, obs) -> np.ndarray:
+        y, p = self.probe.features()
+        x = np.concatenate([obs["proprio"], y, p]).astype(np.float32)
+        return (x - self.mu) / self.sd
+
+
+def make_env(task: str, instance_id: int, mu: np.ndarray, sd: np.ndarray, shaping: float = 1.0):
+    def factory():
+        from stable_baselines3.common.monitor import Monitor
+
+        import behavior_gym  # noqa: F401  (registers the env)
+        from behavior_gym.wrappers import ActionChunkWrapper
+        from behavior_gym.wrappers.shaping import ManipulationShaping
+
+        env = gym.make("Behavior-R1Pro-v0", task=task, instance_id=instance_id, obs_every=10**9, image_size=16,
+                       success_bonus=1.0)
+        env = ManipulationShaping(env, shaping) if shaping > 0 else env
+        return Monitor(ActionChunkWrapper(StateObservation(env, mu, sd), chunk=B.K), info_keywords=("success_once",))
+    return factory
+
+
+class StateTokenPolicy(BasePolicy):
+    """The clone as an SB3 policy with OpenVLA-OFT's interface: per-token categorical actions over 256
+    bins (tokens -> normalised actions -> env actions with the clone's q01/q99 statistics), per-token
+    log-probs at `temperature`, and a value head on the same input."""
+
+    def __init__(self, observation_space, action_space, lr_schedule, use_sde: bool = False, clone: dict | None = None,
+                 temperature: float = 1.0, **kwargs):
+        super().__init__(observation_space, action_space, normalize_images=False, **kwargs)
+        self.net = copy.deepcopy(clone["model"]).train()
+        self.norm, self.tok = clone["norm"], clone["tok"]
+        self.temperature = float(temperature)
+        # Bins that decode to the same action as another (OpenVLA's tokenizer: 256 bins, 255 centres) are
+        # merged into the one the action re-encodes to, so that actions -> bins gives back the sampled
+        # tokens and PPO scores what was taken.
+        bins = torch.arange(self.tok.n_bins)
+        again = self.tok.encode_bins(self.tok.decode_bins(bins)).long()
+        self.merge = [(int(b), int(a)) for b, a in zip(bins, again) if b != a]
+        n_in = observation_space.shape[0]
+        self.value_head = torch.nn.Sequential(torch.nn.Linear(n_in, 256), torch.nn.Tanh(), torch.nn.Linear(256, 1))
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    def _dist(self, obs):
+        logits = self.net(obs.float()) / self.temperature
+        ids = torch.arange(logits.shape[-1], device=logits.device)
+        for b, a in self.merge:
+            merged = torch.logaddexp(logits[..., a], logits[..., b])[..., None]
+            logits = torch.where(ids == a, merged, torch.where(ids == b, -torch.inf, logits))
+        return torch.distributions.Categorical(logits=logits), self.value_head(obs.float())
+
+    def _to_actions(self, bins: torch.Tensor) -> torch.Tensor:
+        return self.norm.unnormalize(self.tok.decode_bins(bins.reshape(len(bins), -1))).float()
+
+    def _to_bins(self, actions: torch.Tensor) -> torch.Tensor:
+        return self.tok.encode_bins(self.norm.normalize(actions.float())).long().view(len(actions), -1)
+
+    def forward(self, obs, deterministic: bool = False, per_token: bool = False):
+        dist, values = self._dist(obs)
+        bins = dist.logits.argmax(-1) if deterministic else dist.sample()
+        log_prob = dist.log_prob(bins)
+        return self._to_actions(bins), values, log_prob if per_token else log_prob.sum(-1)
+
+    def evaluate_actions(self, obs, actions, per_token: bool = False):
+        dist, values = self._dist(obs)
+        log_prob, entropy = dist.log_prob(self._to_bins(actions)), dist.entropy()
+        if not per_token:
+            log_prob, entropy = log_prob.sum(-1), entropy.sum(-1)
+        return values, log_prob, entropy
+
+    def predict_values(self, obs):
+        return self._dist(obs)[1]
+
+    def _predict(self, observation, deterministic: bool = False):
+        return self.forward(observation, deterministic)[0]
+
+
+def evaluate(pool, task: str, clone: dict, model: torch.nn.Module, episodes: int, tmp: str) -> dict:
+    """Held-out greedy episodes of `model` (the clone's network) as `bc_clonability.py` runs them."""
+    saved = {**clone, "model": copy.deepcopy(model).eval()}
+    path = os.path.join(tmp, f"eval_{time.monotonic_ns()}.pt")
+    torch.save(saved, path)
+    jobs = [(task, B.EVAL_SEED + s, "standoff", path, 0.0, B.K, 0.0) for s in range(episodes)]
+    eps = list(pool.map(B._evaluate, jobs))
+    return {"success": float(np.mean([e["success"] for e in eps])),
+            "reached_5cm": float(np.mean([e["closest_cm"] < 5 for e in eps])),
+            "lifted_2cm": float(np.mean([e["lift_cm"] > 2 for e in eps])), "episodes": eps}
+
+
+def main(argv=None) -> int:
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+    from tempfile import TemporaryDirectory
+
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    from algorithms import PPO
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", default="pick_and_place")
+    ap.add_argument("--clone", default=None, help="a clone saved with --save-clone (else record and train one)")
+    ap.add_argument("--save-clone", default=None)
+    ap.add_argument("--demos", type=int, default=200)
+    ap.add_argument("--clone-steps", type=int, default=2000)
+    ap.add_argument("--rl-steps", type=int, default=150_000, help="env steps of PPO")
+    ap.add_argument("--n-envs", type=int, default=8, help="training envs (instances 0..n-1), one process each")
+    ap.add_argument("--n-steps", type=int, default=16, help="chunk steps per env per rollout")
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--value-lr", type=float, default=1e-3)
+    ap.add_argument("--warmup", type=int, default=0, help="PPO lr_warmup_steps")
+    ap.add_argument("--temperature", type=float, default=1.0, help="rollout sampling temperature")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--shaping", type=float, default=1.0)
+    ap.add_argument("--episodes", type=int, default=100, help="held-out greedy episodes before and after")
+    ap.add_argument("--evals", type=int, default=3, help="evaluations during RL (after the start)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="runs/proxy_rl.json")
+    a = ap.parse_args(argv)
+    os.environ["BC_LAYOUT"] = "tabletop"
+    ctx = get_context("forkserver")
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(a.workers, mp_context=ctx) as pool, TemporaryDirectory() as tmp:
+        if a.clone:
+            clone = torch.load(a.clone, weights_only=False)
+        else:
+            demos = [d for d in pool.map(B._record, [(a.task, s, "standoff", 0.0, 0.0) for s in range(a.demos)],
+                                         chunksize=4) if d is not None]
+            clone = B.train(demos, 0.0, a.clone_steps, 128, seed=0)
+            if a.save_clone:
+                torch.save(clone, a.save_clone)
+        print(f"clone ready ({time.perf_counter() - t0:.0f} s)", flush=True)
+        rows = [{"env_steps": 0, **evaluate(pool, a.task, clone, clone["model"], a.episodes, tmp)}]
+        print(f"env steps {0:>7}  greedy success {rows[-1]['success']:.0%}  reach {rows[-1]['reached_5cm']:.0%}  "
+              f"lift {rows[-1]['lifted_2cm']:.0%}", flush=True)
+        venv = SubprocVecEnv([make_env(a.task, i, clone["mu"], clone["sd"], a.shaping) for i in range(a.n_envs)],
+                             start_method="forkserver")
+        torch.set_num_threads(1)
+        model = PPO(StateTokenPolicy, venv, learning_rate=a.lr, value_lr=a.value_lr, n_steps=a.n_steps,
+                    batch_size=a.batch, n_epochs=a.epochs, gamma=0.99, gae_lambda=0.95, clip_ratio_low=0.2,
+                    clip_ratio_high=0.28, clip_range_vf=0.2, vf_coef=1.0, max_grad_norm=1.0,
+                    value_loss_type="huber", lr_warmup_steps=a.warmup, seed=a.seed, device="cpu",
+                    policy_kwargs={"clone": clone, "temperature": a.temperature})
+        per_eval = a.rl_steps // B.K // max(a.evals, 1)
+        log = []
+        for k in range(a.evals):
+            t1 = time.perf_counter()
+            model.learn(per_eval, reset_num_timesteps=k == 0)
+            steps = model.num_timesteps * B.K
+            rows.append({"env_steps": steps, "seconds": time.perf_counter() - t1,
+                         **evaluate(pool, a.task, clone, model.policy.net, a.episodes, tmp)})
+            log.append({"env_steps": steps, "ep_success": [float(e.get("success_once", 0))
+                                                            for e in model.ep_info_buffer]})
+            print(f"env steps {steps:>7}  greedy success {rows[-1]['success']:.0%}  reach "
+                  f"{rows[-1]['reached_5cm']:.0%}  lift {rows[-1]['lifted_2cm']:.0%}  "
+                  f"({rows[-1]['seconds']:.0f} s of PPO)", flush=True)
+        venv.close()
+    out = {"args": vars(a), "clone_samples": clone["samples"], "evaluations": rows}
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    with open(a.out, "w") as f:
+        json.dump(out, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
