@@ -37,6 +37,8 @@ import torch  # noqa: E402
 from gymnasium import spaces  # noqa: E402
 from stable_baselines3.common.policies import BasePolicy  # noqa: E402
 
+from vla_policies.openvla_oft.action_tokenizer import ActionTokenDistribution  # noqa: E402
+
 
 class StateObservation(gym.ObservationWrapper):
     """The clone's input (proprio, the task's yaws and points in the robot frame), standardised."""
@@ -87,23 +89,17 @@ class StateTokenPolicy(BasePolicy):
         self.net = copy.deepcopy(clone["model"]).train()
         self.norm, self.tok = clone["norm"], clone["tok"]
         self.temperature = float(temperature)
-        # Bins that decode to the same action as another (OpenVLA's tokenizer: 256 bins, 255 centres) are
-        # merged into the one the action re-encodes to, so that actions -> bins gives back the sampled
-        # tokens and PPO scores what was taken.
-        bins = torch.arange(self.tok.n_bins)
-        again = self.tok.encode_bins(self.tok.decode_bins(bins)).long()
-        self.merge = [(int(b), int(a)) for b, a in zip(bins, again) if b != a]
+        # OFT's own action-token distribution: bins that decode to one value share its probability, and
+        # dimensions whose demonstrations never varied (q01 == q99) carry no choice.
+        self.collapsed = self.norm.collapsed_dims(self.tok)
         n_in = observation_space.shape[0]
         self.value_head = torch.nn.Sequential(torch.nn.Linear(n_in, 256), torch.nn.Tanh(), torch.nn.Linear(256, 1))
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
     def _dist(self, obs):
-        logits = self.net(obs.float()) / self.temperature
-        ids = torch.arange(logits.shape[-1], device=logits.device)
-        for b, a in self.merge:
-            merged = torch.logaddexp(logits[..., a], logits[..., b])[..., None]
-            logits = torch.where(ids == a, merged, torch.where(ids == b, -torch.inf, logits))
-        return torch.distributions.Categorical(logits=logits), self.value_head(obs.float())
+        logits = self.net(obs.float())
+        collapsed = self.collapsed.repeat(logits.shape[-2] // len(self.collapsed))
+        return ActionTokenDistribution(logits, self.temperature, 0, collapsed), self.value_head(obs.float())
 
     def _to_actions(self, bins: torch.Tensor) -> torch.Tensor:
         return self.norm.unnormalize(self.tok.decode_bins(bins.reshape(len(bins), -1))).float()
@@ -113,7 +109,7 @@ class StateTokenPolicy(BasePolicy):
 
     def forward(self, obs, deterministic: bool = False, per_token: bool = False):
         dist, values = self._dist(obs)
-        bins = dist.logits.argmax(-1) if deterministic else dist.sample()
+        bins = dist.mode() if deterministic else dist.sample()
         log_prob = dist.log_prob(bins)
         return self._to_actions(bins), values, log_prob if per_token else log_prob.sum(-1)
 
