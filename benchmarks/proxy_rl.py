@@ -204,11 +204,14 @@ def main(argv=None) -> int:
                          **evaluate(pool, a.task, clone, model.policy.net, a.episodes, tmp)})
             log.append({"env_steps": steps, "ep_success": [float(e.get("success_once", 0))
                                                             for e in model.ep_info_buffer]})
+            rollout = float(np.mean(log[-1]["ep_success"])) if log[-1]["ep_success"] else float("nan")
+            rows[-1]["rollout_success"] = rollout
             print(f"env steps {steps:>7}  greedy success {rows[-1]['success']:.0%}  reach "
-                  f"{rows[-1]['reached_5cm']:.0%}  lift {rows[-1]['lifted_2cm']:.0%}  "
-                  f"({rows[-1]['seconds']:.0f} s of PPO)", flush=True)
+                  f"{rows[-1]['reached_5cm']:.0%}  lift {rows[-1]['lifted_2cm']:.0%}  rollout success (last "
+                  f"{len(log[-1]['ep_success'])} episodes) {rollout:.0%}  ({rows[-1]['seconds']:.0f} s of PPO)",
+                  flush=True)
         venv.close()
-    out = {"args": vars(a), "clone_samples": clone["samples"], "evaluations": rows}
+    out = {"args": vars(a), "clone_samples": clone["samples"], "evaluations": rows, "training_episodes": log}
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(out, f, indent=1)
