@@ -141,7 +141,12 @@ class PPO(SB3PPO):
             steps (0: off; the value head's is not warmed up). A fresh Adam's first steps move every
             parameter by about the learning rate whatever its gradient (m/sqrt(v) is +-1 at step 1):
             at lr 1e-4 the first PPO update from an SFT checkpoint had a per-token approx. KL of
-            0.14-0.19 against 0.004-0.02 later (learning runs 8 and 9).
+            0.14-0.19 against 0.004-0.02 later (learning runs 8 and 9). Counts the policy's own steps
+            (after any critic warmup).
+        critic_warmup_updates: the first this many updates (`train` calls) train the value head only;
+            the policy's parameters get no gradient and no step (RLinf's `critic_warmup_steps`). A
+            critic that starts from scratch gives noisy advantages, and a policy cloned to act well
+            can lose that in the first updates (benchmarks/proxy_rl.py).
     """
 
     policy_aliases: ClassVar[dict[str, type]] = dict(SB3PPO.policy_aliases)
@@ -178,6 +183,7 @@ class PPO(SB3PPO):
         tokens_per_action: int = ACTION_DIM,
         recompute_log_probs: bool = False,
         lr_warmup_steps: int = 0,
+        critic_warmup_updates: int = 0,
         rollout_buffer_class: type[RolloutBuffer] | None = None,
         rollout_buffer_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
@@ -199,6 +205,13 @@ class PPO(SB3PPO):
             raise ValueError(f"lr_warmup_steps must be >= 0 (0: no warmup), got {lr_warmup_steps}")
         self.lr_warmup_steps = int(lr_warmup_steps)
         self._policy_lr: float | None = None
+        if critic_warmup_updates < 0:
+            raise ValueError(f"critic_warmup_updates must be >= 0 (0: none), got {critic_warmup_updates}")
+        if critic_warmup_updates and not self._use_value_loss:
+            raise ValueError(f"{type(self).__name__} has no critic to warm up; set critic_warmup_updates=0")
+        self.critic_warmup_updates = int(critic_warmup_updates)
+        self._train_calls = 0  # updates done (critic warmup included)
+        self._actor_steps = 0  # optimizer steps that moved the policy
         self.clip_ratio_low = clip_range if clip_ratio_low is None else clip_ratio_low
         self.clip_ratio_high = clip_range if clip_ratio_high is None else clip_ratio_high
         self.micro_batch_size = micro_batch_size
@@ -272,7 +285,12 @@ class PPO(SB3PPO):
         """The policy lr's factor for the next optimizer step (`lr_warmup_steps`)."""
         if not self.lr_warmup_steps:
             return 1.0
-        return min(1.0, (self._n_updates + 1) / self.lr_warmup_steps)
+        return min(1.0, (self._actor_steps + 1) / self.lr_warmup_steps)
+
+    @property
+    def _critic_only(self) -> bool:
+        """Whether this update trains the value head alone (`critic_warmup_updates`)."""
+        return self._train_calls < self.critic_warmup_updates
 
     @property
     def use_bf16(self) -> bool:
@@ -422,7 +440,8 @@ class PPO(SB3PPO):
         else:
             value_loss = value_clip = th.zeros((), device=new_lp.device)
         ent_loss = entropy_loss(entropy if entropy is not None else -log_prob, mb.masks)
-        loss = policy_loss + self.ent_coef * ent_loss + self.vf_coef * value_loss
+        actor = 0.0 if self._critic_only else 1.0
+        loss = actor * (policy_loss + self.ent_coef * ent_loss) + self.vf_coef * value_loss
         return {"loss": loss, "policy_loss": policy_loss, "value_loss": value_loss, "entropy": -ent_loss,
                 "approx_kl": approx_kl(new_lp, old_lp, mb.masks), "pg_clipfrac": clipfrac,
                 "value_clip_ratio": value_clip}
@@ -518,11 +537,17 @@ class PPO(SB3PPO):
             return stats
         params = [p for group in optimizer.param_groups for p in group["params"]]
         stats["grad_norm"] = self._clip_grad_norm(params)
-        if self.lr_warmup_steps and self._policy_lr is not None:
+        if self._critic_only:  # no step, no weight decay for the policy's parameters
+            for group in optimizer.param_groups:
+                if group.get("name") != "value_head":
+                    for p in group["params"]:
+                        p.grad = None
+        elif self.lr_warmup_steps and self._policy_lr is not None:
             for group in optimizer.param_groups:
                 if group.get("name") != "value_head":
                     group["lr"] = self._policy_lr * self._warmup_factor()
         optimizer.step()
+        self._actor_steps += 0 if self._critic_only else 1
         self._n_updates += 1
         self._after_optimizer_step()
         return stats
@@ -605,6 +630,7 @@ class PPO(SB3PPO):
         for key, name in names.items():
             if history.get(key):
                 self.logger.record(name, float(np.mean(history[key])))
+        self._train_calls += 1
         self.logger.record(M.ACTOR_N_UPDATES, self._n_updates)
         self.logger.record(M.ACTOR_EARLY_STOP, float(stopped))
         self.logger.record(M.TIME_UPDATE, seconds)

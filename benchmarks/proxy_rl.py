@@ -13,7 +13,8 @@ as `bc_clonability.py` measures it.
 
 `--clone PATH` reuses a clone saved by an earlier run (`--save-clone PATH`); `--temperature` is the
 rollout sampling temperature (also the one PPO's log-probs are taken at), `--warmup` PPO's
-`lr_warmup_steps`. Prints one line per evaluation and writes `--out` (JSON).
+`lr_warmup_steps`, `--critic-warmup` its `critic_warmup_updates`. Prints one line per evaluation
+and writes `--out` (JSON).
 """
 
 from __future__ import annotations
@@ -160,6 +161,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--value-lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=0, help="PPO lr_warmup_steps")
+    ap.add_argument("--critic-warmup", type=int, default=0, help="PPO critic_warmup_updates (value head only)")
     ap.add_argument("--temperature", type=float, default=1.0, help="rollout sampling temperature")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64)
@@ -192,7 +194,8 @@ def main(argv=None) -> int:
         model = PPO(StateTokenPolicy, venv, learning_rate=a.lr, value_lr=a.value_lr, n_steps=a.n_steps,
                     batch_size=a.batch, n_epochs=a.epochs, gamma=0.99, gae_lambda=0.95, clip_ratio_low=0.2,
                     clip_ratio_high=0.28, clip_range_vf=0.2, vf_coef=1.0, max_grad_norm=1.0,
-                    value_loss_type="huber", lr_warmup_steps=a.warmup, seed=a.seed, device="cpu",
+                    value_loss_type="huber", lr_warmup_steps=a.warmup,
+                    critic_warmup_updates=a.critic_warmup, seed=a.seed, device="cpu",
                     policy_kwargs={"clone": clone, "temperature": a.temperature})
         per_eval = a.rl_steps // B.K // max(a.evals, 1)
         log = []

@@ -166,6 +166,7 @@ class OptimConfig:
     weight_decay: float = 0.01
     clip_grad: float = 10.0
     lr_warmup_steps: int = 0  # the actor's lr rises linearly over this many optimizer steps (0: off, as RLinf)
+    critic_warmup_steps: int = 0  # PPO: the first this many training steps train the value head only (RLinf's key)
 
 
 @dataclass
@@ -454,6 +455,10 @@ def check_run_config(c: RunConfig, gpus_per_node: int) -> ComponentPlacement:
     if m.is_lora and m.lora_rank < 1:
         add("actor.model.lora_rank", f"must be >= 1 with is_lora, got {m.lora_rank}")
 
+    if a.optim.critic_warmup_steps < 0:
+        add("actor.optim.critic_warmup_steps", f"must be >= 0 (0: none), got {a.optim.critic_warmup_steps}")
+    elif a.optim.critic_warmup_steps and alg.adv_type == "grpo":
+        add("actor.optim.critic_warmup_steps", "GRPO has no critic to warm up; set it to 0")
     if a.optim.lr_warmup_steps < 0:
         add("actor.optim.lr_warmup_steps", f"must be >= 0 (0: no warmup), got {a.optim.lr_warmup_steps}")
 

@@ -97,7 +97,8 @@ def trainer_kwargs(c: RunConfig) -> dict[str, Any]:
                       group_seed=c.env.train.seed, normalize_advantage=False)
     else:
         kwargs.update(clip_range_vf=alg.value_clip, normalize_advantage=alg.normalize_advantages, vf_coef=alg.vf_coef,
-                      value_lr=a.optim.value_lr, value_loss_type=alg.value_loss_type, huber_delta=alg.huber_delta)
+                      value_lr=a.optim.value_lr, value_loss_type=alg.value_loss_type, huber_delta=alg.huber_delta,
+                      critic_warmup_updates=a.optim.critic_warmup_steps)
     return kwargs
 
 

@@ -154,6 +154,34 @@ def test_lr_warmup_raises_the_policy_lr_linearly(toys, algo):
         make(toys, lr_warmup_steps=-1)
 
 
+def test_critic_warmup_trains_the_value_head_alone_first(toys):
+    """`critic_warmup_updates=N`: the first N updates leave the policy's parameters as they were (no
+    step, no weight decay) while the value head learns; then both train, and an lr warmup counts the
+    policy's own steps. GRPO, without a critic, refuses it."""
+    model = ppo(toys, learning_rate=1e-2, value_lr=5e-2, critic_warmup_updates=2, lr_warmup_steps=4,
+                policy_kwargs={"optimizer_class": th.optim.AdamW, "optimizer_kwargs": {"weight_decay": 0.1}})
+    body = [p.detach().clone() for p in model.policy.body.parameters()]
+    value = [p.detach().clone() for p in model.policy.value_head.parameters()]
+    model.learn(2 * 16 * 4)  # two updates of n_steps x n_envs
+    assert model._train_calls == 2 and model._actor_steps == 0 and model._n_updates > 0
+    assert all(th.equal(a, b) for a, b in zip(body, model.policy.body.parameters()))
+    assert any(not th.equal(a, b) for a, b in zip(value, model.policy.value_head.parameters()))
+    seen = []
+    opt = model.policy.optimizer
+    step = opt.step
+
+    def spy(*args, **kwargs):
+        seen.append({g["name"]: g["lr"] for g in opt.param_groups})
+        return step(*args, **kwargs)
+
+    opt.step = spy
+    model.learn(16 * 4, reset_num_timesteps=False)
+    assert any(not th.equal(a, b) for a, b in zip(body, model.policy.body.parameters()))
+    np.testing.assert_allclose([s["policy"] for s in seen[:4]], [1e-2 * k / 4 for k in range(1, 5)])
+    with pytest.raises(ValueError, match="no critic"):
+        grpo(toys, critic_warmup_updates=1)
+
+
 def test_target_kl_stops_early(toys):
     model = ppo(toys, learning_rate=0.3, target_kl=1e-4, n_epochs=10)
     rec = recorded(model)

@@ -81,6 +81,7 @@ def problems(compose, overrides, name="behavior_ppo_openvlaoft_embedded", gpus=0
     (["env.train.reward_shaping=1", "env.train.task=open_drawer"], "env.train.reward_shaping", "none of the training"),
     (["env.train.layout=shelf"], "env.train.layout", "not a skill layout"),
     (["actor.optim.lr_warmup_steps=-1"], "actor.optim.lr_warmup_steps", "must be >= 0"),
+    (["actor.optim.critic_warmup_steps=-2"], "actor.optim.critic_warmup_steps", "must be >= 0"),
 ])
 def test_bad_values_name_their_key(compose, overrides, key, match):
     found, text = problems(compose, overrides, gpus=8 if "GPU" in match else 0)
