@@ -128,12 +128,8 @@ def test_value_lr_groups_and_trainable_only(toys):
     assert not params & {id(p) for p in model.policy.body.parameters()}
 
 
-@pytest.mark.parametrize("algo", ["ppo", "grpo"])
-def test_lr_warmup_raises_the_policy_lr_linearly(toys, algo):
-    """`lr_warmup_steps=W`: optimizer step k (from 1) runs the policy group at lr * min(1, k / W); the
-    value head's lr is not warmed up; afterwards the schedule's lr as without warmup."""
-    make = ppo if algo == "ppo" else grpo
-    model = make(toys, learning_rate=1e-2, lr_warmup_steps=6, **({"value_lr": 5e-2} if algo == "ppo" else {}))
+def _record_group_lrs(model) -> list[dict[str, float]]:
+    """A list that gets, at every optimizer step from now on, each param group's lr by group name."""
     seen = []
     opt = model.policy.optimizer
     step = opt.step
@@ -143,6 +139,16 @@ def test_lr_warmup_raises_the_policy_lr_linearly(toys, algo):
         return step(*args, **kwargs)
 
     opt.step = spy
+    return seen
+
+
+@pytest.mark.parametrize("algo", ["ppo", "grpo"])
+def test_lr_warmup_raises_the_policy_lr_linearly(toys, algo):
+    """`lr_warmup_steps=W`: optimizer step k (from 1) runs the policy group at lr * min(1, k / W); the
+    value head's lr is not warmed up; afterwards the schedule's lr as without warmup."""
+    make = ppo if algo == "ppo" else grpo
+    model = make(toys, learning_rate=1e-2, lr_warmup_steps=6, **({"value_lr": 5e-2} if algo == "ppo" else {}))
+    seen = _record_group_lrs(model)
     model.learn(64 if algo == "ppo" else 48)
     policy_lrs = [s["policy"] for s in seen]
     assert len(policy_lrs) > 6
@@ -166,15 +172,7 @@ def test_critic_warmup_trains_the_value_head_alone_first(toys):
     assert model._train_calls == 2 and model._actor_steps == 0 and model._n_updates > 0
     assert all(th.equal(a, b) for a, b in zip(body, model.policy.body.parameters()))
     assert any(not th.equal(a, b) for a, b in zip(value, model.policy.value_head.parameters()))
-    seen = []
-    opt = model.policy.optimizer
-    step = opt.step
-
-    def spy(*args, **kwargs):
-        seen.append({g["name"]: g["lr"] for g in opt.param_groups})
-        return step(*args, **kwargs)
-
-    opt.step = spy
+    seen = _record_group_lrs(model)
     model.learn(16 * 4, reset_num_timesteps=False)
     assert any(not th.equal(a, b) for a, b in zip(body, model.policy.body.parameters()))
     np.testing.assert_allclose([s["policy"] for s in seen[:4]], [1e-2 * k / 4 for k in range(1, 5)])
