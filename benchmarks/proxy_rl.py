@@ -135,9 +135,7 @@ def evaluate(pool, task: str, clone: dict, model: torch.nn.Module, episodes: int
     torch.save(saved, path)
     jobs = [(task, B.EVAL_SEED + s, "standoff", path, 0.0, B.K, 0.0) for s in range(episodes)]
     eps = list(pool.map(B._evaluate, jobs))
-    return {"success": float(np.mean([e["success"] for e in eps])),
-            "reached_5cm": float(np.mean([e["closest_cm"] < 5 for e in eps])),
-            "lifted_2cm": float(np.mean([e["lift_cm"] > 2 for e in eps])), "episodes": eps}
+    return {**B._summary(clone, eps), "episodes": eps}  # success, reach and lift as bc_clonability counts them
 
 
 def main(argv=None) -> int:
