@@ -178,3 +178,31 @@ def test_close_frees_gl_context_repeatedly():
         e.reset(seed=0)
         e.close()
         assert e.unwrapped.backend._renderer is None
+
+
+def test_closing_one_env_leaves_another_rendering():
+    """Each env has its own GL context; freeing one's GL objects must not delete the other's (same GL
+    names in both contexts), whichever context happens to be current."""
+    a = gym.make("Behavior-R1Pro-v0", task="pick_and_place", image_size=32)
+    b = gym.make("Behavior-R1Pro-v0", task="pick_and_place", image_size=32)
+    try:
+        a.reset(seed=0)
+        obs_b, _ = b.reset(seed=0)  # b's context is current now
+        a.close()
+        obs_b2, _ = b.reset(seed=0)
+        np.testing.assert_array_equal(obs_b2["head_rgb"], obs_b["head_rgb"])
+    finally:
+        a.close()
+        b.close()
+
+
+def test_process_exits_cleanly_with_envs_left_open():
+    """Renderers nobody closed are freed before EGL's display is terminated at exit (no segfault)."""
+    code = ("import gymnasium as gym, behavior_gym\n"
+            "envs = [gym.make('Behavior-R1Pro-v0', task='open_drawer', image_size=32) for _ in range(3)]\n"
+            "[e.reset(seed=0) for e in envs]\n"
+            "envs[1].close()\n")
+    for _ in range(3):
+        out = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code], capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]

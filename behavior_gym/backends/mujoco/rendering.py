@@ -26,16 +26,39 @@ _chosen: str | None = None
 _LIVE: weakref.WeakSet = weakref.WeakSet()  # renderers not yet closed
 
 
-@atexit.register
-def _close_live_renderers() -> None:
-    """Free the GL contexts of renderers nobody closed while the GL libraries are still loaded: left to
-    garbage collection during interpreter shutdown, an EGL context can be freed after libEGL's own
-    teardown, and the process then segfaults on its way out."""
+def close_all_renderers() -> None:
+    """Free the GL contexts of every renderer nobody closed yet, while the GL libraries are still up."""
     for renderer in list(_LIVE):
         try:
             renderer.close()
         except Exception:
             pass
+
+
+_exit_hook_registered = False
+
+
+def _register_exit_hook() -> None:
+    """Close leftover renderers at exit, before the platform's own exit handler terminates the EGL display.
+
+    Left to garbage collection during interpreter shutdown, an EGL context can be freed after libEGL's
+    teardown, and the process segfaults on its way out. `atexit` runs handlers last-in first-out and
+    `mujoco.egl` registers its `eglTerminate` when it makes the first context, so ours is registered
+    after that (once), not at import: registered first it would run last, on a terminated display.
+    """
+    global _exit_hook_registered
+    if not _exit_hook_registered:
+        atexit.register(close_all_renderers)
+        _exit_hook_registered = True
+
+
+def _display_alive(platform: str) -> bool:
+    """Whether GL calls on this platform's contexts are still safe (the EGL display not yet terminated)."""
+    if platform == "egl":
+        import mujoco.egl
+
+        return mujoco.egl.EGL_DISPLAY is not None
+    return True
 
 
 def _context_class(platform: str):
@@ -66,6 +89,7 @@ def create_gl_context(width: int, height: int):
             errors.append(f"{platform}: {type(exc).__name__}: {exc}")
             continue
         _chosen = platform
+        _register_exit_hook()
         return ctx, platform
     raise RuntimeError(
         "No offscreen OpenGL platform works on this machine (" + "; ".join(errors) + "). " + _INSTALL_HINT
@@ -123,10 +147,15 @@ class MultiCameraRenderer:
         return out
 
     def close(self) -> None:
+        """Free the GL objects (in this renderer's own context: another one may be current) and the context."""
         if self._gl is not None:
-            self._con.free()
-            self._gl.free()
-            self._gl = None
+            gl, self._gl = self._gl, None
+            try:
+                if _display_alive(self.platform):
+                    gl.make_current()
+                    self._con.free()
+            finally:
+                gl.free()
         _LIVE.discard(self)
 
     def __del__(self):
