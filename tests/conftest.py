@@ -1,5 +1,8 @@
 import faulthandler
 import os
+import sys
+
+import pytest
 
 # A crash in native code prints the Python stacks, also at interpreter exit: pytest re-enables the
 # handler after its session when it was on before it started.
@@ -18,10 +21,32 @@ except ImportError:  # the env-only install: no torch
     pass
 
 
+_EXIT_STATUS: list[int] = []
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Free the GL contexts of renderers still open while every library is loaded (not at exit)."""
+    _EXIT_STATUS.append(int(exitstatus))
     try:
         from behavior_gym.backends.mujoco.rendering import close_all_renderers
     except ImportError:
         return
     close_all_renderers()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """End the test process with the tests' own status, skipping the interpreter's teardown.
+
+    The CI machine once exited 139 after "497 passed": a native library segfaulted while the interpreter
+    tore itself down (the suite starts and stops Ray several times, which Ray documents as unsafe for
+    its core worker's threads, and holds Mesa GL contexts and torch thread pools). What users run is
+    tested for a clean exit in subprocesses of its own (tests/env/test_contract.py
+    `test_process_exits_cleanly_with_envs_left_open`, the run_embodiment.sh tests); this process's
+    exit code must be the tests' result. `BEHAVIOR_RL_TEST_NATIVE_EXIT=1` keeps the normal exit (with
+    faulthandler on, a crash there prints its stacks).
+    """
+    if _EXIT_STATUS and os.environ.get("BEHAVIOR_RL_TEST_NATIVE_EXIT") != "1":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS[-1])
