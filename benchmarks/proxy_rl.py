@@ -13,8 +13,9 @@ as `bc_clonability.py` measures it.
 
 `--clone PATH` reuses a clone saved by an earlier run (`--save-clone PATH`); `--temperature` is the
 rollout sampling temperature (also the one PPO's log-probs are taken at), `--warmup` PPO's
-`lr_warmup_steps`, `--critic-warmup` its `critic_warmup_updates`. Prints one line per evaluation
-and writes `--out` (JSON).
+`lr_warmup_steps`, `--critic-warmup` its `critic_warmup_updates`; `--algo grpo` trains with
+`algorithms.GRPO` instead (groups of `--group-size` envs from one seeded start, no critic). Prints
+one line per evaluation and writes `--out` (JSON).
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ def main(argv=None) -> int:
 
     from stable_baselines3.common.vec_env import SubprocVecEnv
 
-    from algorithms import PPO
+    from algorithms import GRPO, PPO
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", default="pick_and_place")
@@ -156,6 +157,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rl-steps", type=int, default=150_000, help="env steps of PPO")
     ap.add_argument("--n-envs", type=int, default=8, help="training envs (instances 0..n-1), one process each")
     ap.add_argument("--n-steps", type=int, default=16, help="chunk steps per env per rollout")
+    ap.add_argument("--algo", choices=("ppo", "grpo"), default="ppo")
+    ap.add_argument("--group-size", type=int, default=4, help="GRPO: envs per group (a divisor of --n-envs)")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--value-lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=0, help="PPO lr_warmup_steps")
@@ -189,12 +192,14 @@ def main(argv=None) -> int:
         venv = SubprocVecEnv([make_env(a.task, i, clone["mu"], clone["sd"], a.shaping) for i in range(a.n_envs)],
                              start_method="forkserver")
         torch.set_num_threads(1)
-        model = PPO(StateTokenPolicy, venv, learning_rate=a.lr, value_lr=a.value_lr, n_steps=a.n_steps,
-                    batch_size=a.batch, n_epochs=a.epochs, gamma=0.99, gae_lambda=0.95, clip_ratio_low=0.2,
-                    clip_ratio_high=0.28, clip_range_vf=0.2, vf_coef=1.0, max_grad_norm=1.0,
-                    value_loss_type="huber", lr_warmup_steps=a.warmup,
-                    critic_warmup_updates=a.critic_warmup, seed=a.seed, device="cpu",
-                    policy_kwargs={"clone": clone, "temperature": a.temperature})
+        common = dict(learning_rate=a.lr, n_steps=a.n_steps, batch_size=a.batch, n_epochs=a.epochs, gamma=0.99,
+                      clip_ratio_low=0.2, clip_ratio_high=0.28, max_grad_norm=1.0, lr_warmup_steps=a.warmup,
+                      seed=a.seed, device="cpu", policy_kwargs={"clone": clone, "temperature": a.temperature})
+        if a.algo == "grpo":
+            model = GRPO(StateTokenPolicy, venv, group_size=a.group_size, **common)
+        else:
+            model = PPO(StateTokenPolicy, venv, value_lr=a.value_lr, gae_lambda=0.95, clip_range_vf=0.2, vf_coef=1.0,
+                        value_loss_type="huber", critic_warmup_updates=a.critic_warmup, **common)
         per_eval = a.rl_steps // B.K // max(a.evals, 1)
         log = []
         for k in range(a.evals):

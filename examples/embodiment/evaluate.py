@@ -139,7 +139,8 @@ def main(cfg: DictConfig) -> None:
                    tasks=tuple(c.tasks), instance_ids=tuple(c.seed + i for i in range(c.num_envs)), layout=c.layout)
     per_env = -(-c.episodes_per_task * len(c.tasks) // c.num_envs)
     results = {"model": path, "seed": c.seed, "num_envs": c.num_envs, "fast_inference": fast_on, "fp8": c.fp8,
-               "modes": {}}
+               "layout": c.layout or LAYOUTS[0],  # the skill tasks' layout these episodes ran (null: the default)
+               "temperature": c.temperature, "modes": {}}
     print(f"{'mode':<8} {'task':<24} {'episodes':>8} {'success':>8} {'q_score':>8} {'length':>7}")
     for mode in c.modes:
         policy.set_sampling(temperature=c.temperature if mode == "sampled" else None)

@@ -113,6 +113,23 @@ def test_sft_learns_resumes_and_saves_a_loadable_checkpoint(demo_dir, tmp_path):
         b = loaded.forward(obs, deterministic=True)[0]
     torch.testing.assert_close(a, b)
 
+    # The evaluate stage runs the saved checkpoint on held-out seeds and records what it ran.
+    import json
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "embodiment", "evaluate.py")
+    res = os.path.join(tmp_path, "eval.json")
+    run = subprocess.run([sys.executable, script, f"model_path={out['model_path']}", "tasks=[open_drawer]",
+                          "episodes_per_task=2", "num_envs=1", "image_size=32", "max_episode_steps=16",
+                          "modes=[greedy]", "layout=mobile", f"out={res}", "device=cpu"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.load(open(res))
+    assert got["layout"] == "mobile" and got["seed"] == 100_000 and got["temperature"] == 1.0
+    stats = got["modes"]["greedy"]["per_task"]["open_drawer"]
+    assert stats["episodes"] == 2 and stats["episode_len"] == 16.0, stats  # the tiny policy never opens it
+
 
 def test_sigterm_stops_after_the_step_with_state_and_model_saved(demo_dir, tmp_path):
     """`timeout` or a scheduler's preemption: the run stops at once and keeps its last step, not the last
