@@ -51,6 +51,7 @@ class EnvSpec:
         from stable_baselines3.common.monitor import Monitor
 
         from behavior_gym.backends.omnigibson.processes import env_factories
+        from behavior_gym.tasks.skills import layout_kwargs
         from behavior_gym.wrappers import ActionChunkWrapper, SB3ObservationWrapper
 
         task, instance_id = self.task_of(env_index)
@@ -66,18 +67,6 @@ class EnvSpec:
 
             env = ManipulationShaping(env, self.reward_shaping)
         return Monitor(SB3ObservationWrapper(ActionChunkWrapper(env, chunk=self.chunk)))
-
-
-def layout_kwargs(task: str, layout: str | None, backend: str = "mujoco") -> dict[str, Any]:
-    """`{"layout": layout}` for an embedded skill task when a layout is set, else nothing (BEHAVIOR
-    activities and the OmniGibson backend have no skill layouts)."""
-    from behavior_gym.tasks.skills import LAYOUTS, SKILLS
-
-    if layout is None:
-        return {}
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout {layout!r} is not one of {LAYOUTS} (null: each skill task's default, 'tabletop')")
-    return {"layout": layout} if task in SKILLS and backend != "omnigibson" else {}
 
 
 def stack_obs(observations: Sequence[Any]) -> Any:

@@ -99,7 +99,7 @@ def record_episodes(task: str, n: int, path: str | os.PathLike, seed0: int = 0, 
     """Record `n` expert episodes of `task` into `path` (appending). Returns counts. `layout`: the
     skill tasks' start layout (`behavior_gym.tasks.skills`; None: the default)."""
     from behavior_gym.experts import make_expert
-    from behavior_gym.tasks.skills import SKILLS
+    from behavior_gym.tasks.skills import layout_kwargs
 
     gym = _gym()
     written = successes = 0
@@ -109,7 +109,7 @@ def record_episodes(task: str, n: int, path: str | os.PathLike, seed0: int = 0, 
             seed = seed0 + k
             inst = instance_ids[k % len(instance_ids)] if instance_ids else seed
             env = gym.make("Behavior-R1Pro-v0", task=task, instance_id=inst, image_size=image_size,
-                           **({"layout": layout} if layout is not None and task in SKILLS else {}))
+                           **layout_kwargs(task, layout))
             try:
                 ep = record_episode(env, make_expert(env), seed, recovery_offset=recovery_offset)
             finally:

@@ -76,7 +76,8 @@ def test_tabletop_experts_never_drive(task):
 def test_layout_reaches_skill_envs_only_and_is_checked():
     """`env.train.layout` / `layout=` of collect_demos and evaluate become `gym.make(layout=...)` for
     the embedded skill tasks only (BEHAVIOR activities have no skill layout)."""
-    from algorithms.distributed.env_worker import EnvSpec, layout_kwargs
+    from algorithms.distributed.env_worker import EnvSpec
+    from behavior_gym.tasks.skills import layout_kwargs
 
     assert layout_kwargs("pick_and_place", "mobile") == {"layout": "mobile"}
     assert layout_kwargs("turning_on_radio", "mobile") == {}

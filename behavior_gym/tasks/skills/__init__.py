@@ -137,6 +137,17 @@ SKILLS = {
 }
 
 
+def layout_kwargs(task: str, layout: str | None, backend: str = "mujoco") -> dict:
+    """`gym.make` keywords for a layout chosen in a config: `{"layout": layout}` for an embedded skill task
+    when a layout is set, else nothing (BEHAVIOR activities and the OmniGibson backend have no skill
+    layouts). An unknown layout fails here, before any env is made."""
+    if layout is None:
+        return {}
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout {layout!r} is not one of {LAYOUTS} (null: each skill task's default, 'tabletop')")
+    return {"layout": layout} if task in SKILLS and backend != "omnigibson" else {}
+
+
 def skill_task(name: str, instance_id: int = 0, layout: str = "tabletop", **kw):
     """The `BDDLTask` of skill `name` for `instance_id`, in `layout` ("tabletop" or "mobile")."""
     from behavior_gym.tasks.bddl_task import BDDLTask
