@@ -189,8 +189,10 @@ def main(argv=None) -> int:
         rows = [{"env_steps": 0, **evaluate(pool, a.task, clone, clone["model"], a.episodes, tmp)}]
         print(f"env steps {0:>7}  greedy success {rows[-1]['success']:.0%}  reach {rows[-1]['reached_5cm']:.0%}  "
               f"lift {rows[-1]['lifted_2cm']:.0%}", flush=True)
-        venv = SubprocVecEnv([make_env(a.task, i, clone["mu"], clone["sd"], a.shaping) for i in range(a.n_envs)],
-                             start_method="forkserver")
+        # GRPO's groups share one instance (the same objects), so that their seeded starts are identical.
+        per_instance = a.group_size if a.algo == "grpo" else 1
+        venv = SubprocVecEnv([make_env(a.task, i // per_instance, clone["mu"], clone["sd"], a.shaping)
+                              for i in range(a.n_envs)], start_method="forkserver")
         torch.set_num_threads(1)
         common = dict(learning_rate=a.lr, n_steps=a.n_steps, batch_size=a.batch, n_epochs=a.epochs, gamma=0.99,
                       clip_ratio_low=0.2, clip_ratio_high=0.28, max_grad_norm=1.0, lr_warmup_steps=a.warmup,
@@ -212,10 +214,13 @@ def main(argv=None) -> int:
                                                             for e in model.ep_info_buffer]})
             rollout = float(np.mean(log[-1]["ep_success"])) if log[-1]["ep_success"] else float("nan")
             rows[-1]["rollout_success"] = rollout
+            rows[-1]["train"] = {k: float(v) for k, v in model.logger.name_to_value.items()
+                                 if k.startswith(("actor/", "rollout/")) and np.isscalar(v)}
             print(f"env steps {steps:>7}  greedy success {rows[-1]['success']:.0%}  reach "
                   f"{rows[-1]['reached_5cm']:.0%}  lift {rows[-1]['lifted_2cm']:.0%}  rollout success (last "
-                  f"{len(log[-1]['ep_success'])} episodes) {rollout:.0%}  ({rows[-1]['seconds']:.0f} s of PPO)",
-                  flush=True)
+                  f"{len(log[-1]['ep_success'])} episodes) {rollout:.0%}  ({rows[-1]['seconds']:.0f} s of PPO)  "
+                  + "  ".join(f"{k.split('/')[1]} {rows[-1]['train'].get(k, float('nan')):.3g}"
+                              for k in ("actor/approx_kl", "actor/pg_clipfrac", "actor/entropy")), flush=True)
         venv.close()
     out = {"args": vars(a), "clone_samples": clone["samples"], "evaluations": rows, "training_episodes": log}
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)

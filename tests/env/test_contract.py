@@ -1,5 +1,6 @@
 """Behavior-R1Pro-v0 keeps SPEC §2's contract: spaces, registration, info, seeding, rendering."""
 
+import os
 import subprocess
 import sys
 
@@ -194,6 +195,23 @@ def test_closing_one_env_leaves_another_rendering():
     finally:
         a.close()
         b.close()
+
+
+def test_renderers_left_open_are_closed_before_the_egl_display_is_terminated():
+    """At exit, our close hook must run before mujoco.egl's eglTerminate (atexit is last-in first-out)."""
+    code = ("import gymnasium as gym, behavior_gym, mujoco.egl\n"
+            "from behavior_gym.backends.mujoco import rendering\n"
+            "terminate, close = mujoco.egl.EGL.eglTerminate, rendering.MultiCameraRenderer.close\n"
+            "mujoco.egl.EGL.eglTerminate = lambda *a: (print('terminate', flush=True), terminate(*a))[1]\n"
+            "rendering.MultiCameraRenderer.close = lambda self: (print('close', flush=True), close(self))[1]\n"
+            "env = gym.make('Behavior-R1Pro-v0', task='open_drawer', image_size=32)\n"
+            "env.reset(seed=0)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "MUJOCO_GL": "egl"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.split()
+    assert "terminate" in lines and "close" in lines, out.stdout
+    assert lines.index("close") < lines.index("terminate"), out.stdout
 
 
 def test_process_exits_cleanly_with_envs_left_open():
