@@ -39,11 +39,11 @@ def pytest_unconfigure(config):
     """End the test process with the tests' own status, skipping the interpreter's teardown.
 
     The CI machine once exited 139 after "497 passed": a native library segfaulted while the interpreter
-    tore itself down (the suite starts and stops Ray several times, which Ray documents as unsafe for
-    its core worker's threads, and holds Mesa GL contexts and torch thread pools). What users run is
-    tested for a clean exit in subprocesses of its own (tests/env/test_contract.py
-    `test_process_exits_cleanly_with_envs_left_open`, the run_embodiment.sh tests); this process's
-    exit code must be the tests' result. `BEHAVIOR_RL_TEST_NATIVE_EXIT=1` keeps the normal exit (with
+    tore itself down. A likely cause is mended (renderers left open were freed after mujoco.egl had
+    terminated the EGL display; tests/env/test_contract.py checks the order and a clean exit of a user
+    process with envs left open). Others cannot be ruled out from here (the suite starts and stops Ray
+    several times, which Ray documents as unsafe for its core worker's threads), and this process's exit
+    code must be the tests' result. `BEHAVIOR_RL_TEST_NATIVE_EXIT=1` keeps the normal exit (with
     faulthandler on, a crash there prints its stacks).
     """
     if _EXIT_STATUS and os.environ.get("BEHAVIOR_RL_TEST_NATIVE_EXIT") != "1":
