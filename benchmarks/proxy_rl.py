@@ -37,6 +37,7 @@ import bc_clonability as B  # noqa: E402  (imports torch before any GL context)
 import gymnasium as gym  # noqa: E402
 import torch  # noqa: E402
 from gymnasium import spaces  # noqa: E402
+from stable_baselines3.common.logger import KVWriter, Logger  # noqa: E402
 from stable_baselines3.common.policies import BasePolicy  # noqa: E402
 
 from vla_policies.openvla_oft.action_tokenizer import ActionTokenDistribution  # noqa: E402
@@ -129,6 +130,16 @@ class StateTokenPolicy(BasePolicy):
         return self.forward(observation, deterministic)[0]
 
 
+class LastValues(KVWriter):
+    """Keeps the scalar metrics of the last logger dump (PPO dumps one per update)."""
+
+    def __init__(self):
+        self.values: dict[str, float] = {}
+
+    def write(self, key_values, key_excluded, step=0):
+        self.values = {k: float(v) for k, v in key_values.items() if np.isscalar(v)}
+
+
 def evaluate(pool, task: str, clone: dict, model: torch.nn.Module, episodes: int, tmp: str) -> dict:
     """Held-out greedy episodes of `model` (the clone's network) as `bc_clonability.py` runs them."""
     saved = {**clone, "model": copy.deepcopy(model).eval()}
@@ -202,6 +213,8 @@ def main(argv=None) -> int:
         else:
             model = PPO(StateTokenPolicy, venv, value_lr=a.value_lr, gae_lambda=0.95, clip_range_vf=0.2, vf_coef=1.0,
                         value_loss_type="huber", critic_warmup_updates=a.critic_warmup, **common)
+        last_update = LastValues()
+        model.set_logger(Logger(None, [last_update]))  # our PPO dumps each update's metrics at the end of train()
         per_eval = a.rl_steps // B.K // max(a.evals, 1)
         log = []
         for k in range(a.evals):
@@ -214,8 +227,7 @@ def main(argv=None) -> int:
                                                             for e in model.ep_info_buffer]})
             rollout = float(np.mean(log[-1]["ep_success"])) if log[-1]["ep_success"] else float("nan")
             rows[-1]["rollout_success"] = rollout
-            rows[-1]["train"] = {k: float(v) for k, v in model.logger.name_to_value.items()
-                                 if k.startswith(("actor/", "rollout/")) and np.isscalar(v)}
+            rows[-1]["train"] = dict(last_update.values)  # the last update's metrics
             print(f"env steps {steps:>7}  greedy success {rows[-1]['success']:.0%}  reach "
                   f"{rows[-1]['reached_5cm']:.0%}  lift {rows[-1]['lifted_2cm']:.0%}  rollout success (last "
                   f"{len(log[-1]['ep_success'])} episodes) {rollout:.0%}  ({rows[-1]['seconds']:.0f} s of PPO)  "
