@@ -165,8 +165,9 @@ def main(argv=None) -> int:
     ap.add_argument("--save-clone", default=None)
     ap.add_argument("--demos", type=int, default=200)
     ap.add_argument("--clone-steps", type=int, default=2000)
-    ap.add_argument("--rl-steps", type=int, default=150_000, help="env steps of PPO")
-    ap.add_argument("--n-envs", type=int, default=8, help="training envs (instances 0..n-1), one process each")
+    ap.add_argument("--rl-steps", type=int, default=150_000, help="env steps of RL")
+    ap.add_argument("--n-envs", type=int, default=8,
+                    help="training envs, one process each (instance i; GRPO: i // group size)")
     ap.add_argument("--n-steps", type=int, default=16, help="chunk steps per env per rollout")
     ap.add_argument("--algo", choices=("ppo", "grpo"), default="ppo")
     ap.add_argument("--group-size", type=int, default=4, help="GRPO: envs per group (a divisor of --n-envs)")
@@ -230,7 +231,7 @@ def main(argv=None) -> int:
             rows[-1]["train"] = dict(last_update.values)  # the last update's metrics
             print(f"env steps {steps:>7}  greedy success {rows[-1]['success']:.0%}  reach "
                   f"{rows[-1]['reached_5cm']:.0%}  lift {rows[-1]['lifted_2cm']:.0%}  rollout success (last "
-                  f"{len(log[-1]['ep_success'])} episodes) {rollout:.0%}  ({rows[-1]['seconds']:.0f} s of PPO)  "
+                  f"{len(log[-1]['ep_success'])} episodes) {rollout:.0%}  ({rows[-1]['seconds']:.0f} s of RL)  "
                   + "  ".join(f"{k.split('/')[1]} {rows[-1]['train'].get(k, float('nan')):.3g}"
                               for k in ("actor/approx_kl", "actor/pg_clipfrac", "actor/entropy")), flush=True)
         venv.close()
