@@ -166,7 +166,8 @@ class OptimConfig:
     weight_decay: float = 0.01
     clip_grad: float = 10.0
     lr_warmup_steps: int = 0  # the actor's lr rises linearly over this many optimizer steps (0: off, as RLinf)
-    critic_warmup_steps: int = 0  # PPO: the first this many training steps train the value head only (RLinf's key)
+    # PPO: the first this many updates (one per rollout) train the value head only (RLinf's key)
+    critic_warmup_steps: int = 0
 
 
 @dataclass

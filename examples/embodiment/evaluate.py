@@ -107,7 +107,7 @@ def main(cfg: DictConfig) -> None:
     from algorithms import evaluate
     from algorithms.distributed.env_worker import EnvSpec
     from algorithms.evaluation import use_fast_inference
-    from behavior_gym.tasks.skills import LAYOUTS
+    from behavior_gym.tasks.skills import DEFAULT_LAYOUT, LAYOUTS
 
     c = typed_config(cfg, EvalConfig, "evaluate")
     if bool(c.model_path) == bool(c.checkpoint):
@@ -139,7 +139,7 @@ def main(cfg: DictConfig) -> None:
                    tasks=tuple(c.tasks), instance_ids=tuple(c.seed + i for i in range(c.num_envs)), layout=c.layout)
     per_env = -(-c.episodes_per_task * len(c.tasks) // c.num_envs)
     results = {"model": path, "seed": c.seed, "num_envs": c.num_envs, "fast_inference": fast_on, "fp8": c.fp8,
-               "layout": c.layout or LAYOUTS[0],  # the skill tasks' layout these episodes ran (null: the default)
+               "layout": c.layout or DEFAULT_LAYOUT,  # the skill tasks' layout these episodes ran (null: the default)
                "temperature": c.temperature, "modes": {}}
     print(f"{'mode':<8} {'task':<24} {'episodes':>8} {'success':>8} {'q_score':>8} {'length':>7}")
     for mode in c.modes:

@@ -27,6 +27,7 @@ SKILL_DIR = Path(__file__).parent
 SKILL_MAX_STEPS = 300
 SKILL_REACH = 0.8  # "mobile" layout: objects start within this distance of the robot
 LAYOUTS = ("tabletop", "mobile")
+DEFAULT_LAYOUT = "tabletop"
 # "tabletop" layout: (x, y) centre and half extents, metres, in the robot's start frame (x ahead, y
 # to the left; the table's front edge is ~0.45 m ahead): the moved object in front of the left arm,
 # its target (bowl, plate, lower cube, anchor) just right of it, both within the left arm's reach.
@@ -144,11 +145,12 @@ def layout_kwargs(task: str, layout: str | None, backend: str = "mujoco") -> dic
     if layout is None:
         return {}
     if layout not in LAYOUTS:
-        raise ValueError(f"layout {layout!r} is not one of {LAYOUTS} (null: each skill task's default, 'tabletop')")
+        raise ValueError(f"layout {layout!r} is not one of {LAYOUTS} (null: each skill task's default, "
+                         f"{DEFAULT_LAYOUT!r})")
     return {"layout": layout} if task in SKILLS and backend != "omnigibson" else {}
 
 
-def skill_task(name: str, instance_id: int = 0, layout: str = "tabletop", **kw):
+def skill_task(name: str, instance_id: int = 0, layout: str = DEFAULT_LAYOUT, **kw):
     """The `BDDLTask` of skill `name` for `instance_id`, in `layout` ("tabletop" or "mobile")."""
     from behavior_gym.tasks.bddl_task import BDDLTask
 
