@@ -165,6 +165,8 @@ def main(argv=None) -> int:
     ap.add_argument("--save-clone", default=None)
     ap.add_argument("--demos", type=int, default=200)
     ap.add_argument("--clone-steps", type=int, default=2000)
+    ap.add_argument("--sigma", type=float, default=0.0, help="clone on Gaussian-smoothed token targets of this many "
+                    "bins (the VLA runs' train.label_sigma=2)")
     ap.add_argument("--rl-steps", type=int, default=150_000, help="env steps of RL")
     ap.add_argument("--n-envs", type=int, default=8,
                     help="training envs, one process each (instance i; GRPO: i // group size)")
@@ -194,7 +196,7 @@ def main(argv=None) -> int:
         else:
             demos = [d for d in pool.map(B._record, [(a.task, s, "standoff", 0.0, 0.0) for s in range(a.demos)],
                                          chunksize=4) if d is not None]
-            clone = B.train(demos, 0.0, a.clone_steps, 128, seed=0)
+            clone = B.train(demos, 0.0, a.clone_steps, 128, seed=0, sigma=a.sigma)
             if a.save_clone:
                 torch.save(clone, a.save_clone)
         print(f"clone ready ({time.perf_counter() - t0:.0f} s)", flush=True)
