@@ -8,8 +8,8 @@
 `actor.zip`. The envs run in parallel processes, tasks cycled over them; env i starts from seed
 `seed + i` and instance `seed + i` (the demonstrations use seeds from 0, RL training from
 `env.train.seed`; keep `seed` far from both). Each mode (`greedy`: argmax tokens, `sampled`: tokens
-sampled at `temperature`) runs `episodes_per_task` episodes of every task. Prints a table and writes
-it as JSON to `out`.
+sampled at `temperature`; `sampled:T`: sampled at temperature T, e.g. the one RL's rollouts ran at)
+runs `episodes_per_task` episodes of every task. Prints a table and writes it as JSON to `out`.
 
 `fast_inference` (null: on with CUDA) runs the policy's forward passes through compiled layer regions
 and CUDA graphs; `fp8=true` adds FP8 GEMMs (CUDA compute capability >= 8.9; the weights are rounded to
@@ -30,7 +30,22 @@ from omegaconf import DictConfig
 sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)), os.path.join(os.path.dirname(__file__), "..", "..")]
 from stage_utils import fail, typed_config  # noqa: E402
 
-MODES = ("greedy", "sampled")
+
+def mode_temperature(mode: str, default: float) -> float | None:
+    """The sampling temperature of an evaluation mode (None: greedy); ValueError names a bad mode."""
+    if mode == "greedy":
+        return None
+    if mode == "sampled":
+        return default
+    name, _, t = mode.partition(":")
+    try:
+        temperature = float(t)
+    except ValueError:
+        temperature = float("nan")
+    if name != "sampled" or not temperature > 0:
+        raise ValueError(f"unknown mode {mode!r}; choose from greedy, sampled (at `temperature`) or sampled:T "
+                         "with a temperature T > 0, e.g. sampled:0.5")
+    return temperature
 
 
 @dataclass
@@ -116,9 +131,15 @@ def main(cfg: DictConfig) -> None:
     path = c.model_path or c.checkpoint
     if not os.path.exists(path):
         fail("evaluate", "model_path" if c.model_path else "checkpoint", f"{path!r} does not exist")
-    bad = [m for m in c.modes if m not in MODES]
-    if bad:
-        fail("evaluate", "modes", f"unknown mode(s) {bad}; choose from {list(MODES)}")
+    if not c.temperature > 0:
+        fail("evaluate", "temperature", f"must be > 0, got {c.temperature}")
+    if not c.modes:
+        fail("evaluate", "modes", "is empty; give at least one of greedy, sampled, sampled:T")
+    for m in c.modes:
+        try:
+            mode_temperature(m, c.temperature)
+        except ValueError as e:
+            fail("evaluate", "modes", str(e))
     if c.layout is not None and c.layout not in LAYOUTS:
         fail("evaluate", "layout", f"{c.layout!r} is not a skill layout; choose one of {list(LAYOUTS)} or null")
     if c.num_envs % len(c.tasks):
@@ -141,14 +162,16 @@ def main(cfg: DictConfig) -> None:
     results = {"model": path, "seed": c.seed, "num_envs": c.num_envs, "fast_inference": fast_on, "fp8": c.fp8,
                "layout": c.layout or DEFAULT_LAYOUT,  # the skill tasks' layout these episodes ran (null: the default)
                "temperature": c.temperature, "modes": {}}
-    print(f"{'mode':<8} {'task':<24} {'episodes':>8} {'success':>8} {'q_score':>8} {'length':>7}")
+    width = max(8, max(map(len, c.modes)))
+    print(f"{'mode':<{width}} {'task':<24} {'episodes':>8} {'success':>8} {'q_score':>8} {'length':>7}")
     for mode in c.modes:
-        policy.set_sampling(temperature=c.temperature if mode == "sampled" else None)
+        temperature = mode_temperature(mode, c.temperature)
+        policy.set_sampling(temperature=temperature)
         venv = SubprocVecEnv([_Factory(spec, i) for i in range(c.num_envs)], start_method="forkserver")
         t0 = time.perf_counter()
         try:
             with torch.no_grad():
-                stats = evaluate(policy, venv, episodes=per_env * c.num_envs, deterministic=mode == "greedy",
+                stats = evaluate(policy, venv, episodes=per_env * c.num_envs, deterministic=temperature is None,
                                  seed=c.seed, fast_inference=False)  # as set up above
         finally:
             venv.close()
@@ -156,7 +179,7 @@ def main(cfg: DictConfig) -> None:
         stats["seconds"] = round(time.perf_counter() - t0, 1)
         results["modes"][mode] = stats
         for task, s in stats["per_task"].items():
-            print(f"{mode:<8} {task:<24} {s['episodes']:>8} {s['success_rate']:>8.1%} {s['q_score']:>8.3f} "
+            print(f"{mode:<{width}} {task:<24} {s['episodes']:>8} {s['success_rate']:>8.1%} {s['q_score']:>8.3f} "
                   f"{s['episode_len']:>7.1f}")
     os.makedirs(os.path.dirname(os.path.abspath(c.out)), exist_ok=True)
     with open(c.out, "w") as f:

@@ -48,3 +48,14 @@ def test_the_config_file_has_the_keys():
     raw = OmegaConf.to_container(OmegaConf.load(path))
     assert raw["fast_inference"] is None and raw["fp8"] is False and raw["fp8_vision"] is False
     assert {"fast_inference", "fp8", "fp8_vision"} <= set(EvalConfig.__dataclass_fields__)
+
+
+def test_modes_name_their_temperature():
+    from evaluate import mode_temperature
+
+    assert mode_temperature("greedy", 1.0) is None
+    assert mode_temperature("sampled", 0.8) == 0.8
+    assert mode_temperature("sampled:0.5", 1.0) == 0.5
+    for bad in ("sampled:0", "sampled:x", "sampled:-1", "greedy:0.5", "beam"):
+        with pytest.raises(ValueError, match="sampled:T"):
+            mode_temperature(bad, 1.0)
