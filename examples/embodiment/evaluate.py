@@ -135,11 +135,10 @@ def main(cfg: DictConfig) -> None:
         fail("evaluate", "temperature", f"must be > 0, got {c.temperature}")
     if not c.modes:
         fail("evaluate", "modes", "is empty; give at least one of greedy, sampled, sampled:T")
-    for m in c.modes:
-        try:
-            mode_temperature(m, c.temperature)
-        except ValueError as e:
-            fail("evaluate", "modes", str(e))
+    try:
+        temperatures = {m: mode_temperature(m, c.temperature) for m in c.modes}
+    except ValueError as e:
+        fail("evaluate", "modes", str(e))
     if c.layout is not None and c.layout not in LAYOUTS:
         fail("evaluate", "layout", f"{c.layout!r} is not a skill layout; choose one of {list(LAYOUTS)} or null")
     if c.num_envs % len(c.tasks):
@@ -165,7 +164,7 @@ def main(cfg: DictConfig) -> None:
     width = max(8, max(map(len, c.modes)))
     print(f"{'mode':<{width}} {'task':<24} {'episodes':>8} {'success':>8} {'q_score':>8} {'length':>7}")
     for mode in c.modes:
-        temperature = mode_temperature(mode, c.temperature)
+        temperature = temperatures[mode]
         policy.set_sampling(temperature=temperature)
         venv = SubprocVecEnv([_Factory(spec, i) for i in range(c.num_envs)], start_method="forkserver")
         t0 = time.perf_counter()
