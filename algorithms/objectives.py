@@ -194,8 +194,15 @@ def entropy_loss(entropy: torch.Tensor, mask: torch.Tensor | None = None) -> tor
     return -masked_mean(entropy, mask)
 
 
+KL_LOG_RATIO_FLOOR = 20.0
+
+
 @torch.no_grad()
 def approx_kl(log_prob: torch.Tensor, old_log_prob: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Schulman's k3 estimator of KL(old || new): mean of ``(ratio - 1) - log(ratio)`` (>= 0), as SB3."""
-    log_ratio = log_prob - old_log_prob
+    """Schulman's k3 estimator of KL(old || new): mean of ``(ratio - 1) - log(ratio)`` (>= 0), as SB3.
+
+    A token the new policy can no longer draw (outside its top-k: log-prob about -1e30) counts with the
+    log-ratio `-KL_LOG_RATIO_FLOOR`, so that one such token does not make the whole mean ~1e28.
+    """
+    log_ratio = (log_prob - old_log_prob).clamp(min=-KL_LOG_RATIO_FLOOR)
     return masked_mean(torch.exp(log_ratio) - 1.0 - log_ratio, mask)

@@ -60,7 +60,11 @@ import torch  # noqa: E402
 
 from algorithms.sft import _GRIPPERS, _chunks, soft_token_targets  # noqa: E402  (imports vla_policies, timm, torchvision)
 from behavior_gym.spaces import ACTION_PART, PROPRIO_SLICES  # noqa: E402
-from vla_policies.openvla_oft.action_tokenizer import ActionNormalizer, ActionTokenizer  # noqa: E402
+from vla_policies.openvla_oft.action_tokenizer import (  # noqa: E402
+    ActionNormalizer,
+    ActionTokenDistribution,
+    ActionTokenizer,
+)
 
 K = 8  # chunk length, as in the learning runs
 # Torso and arm joint targets, and where the proprio holds those joints' positions (delta actions).
@@ -316,7 +320,8 @@ def temporal_ensemble(chunks: list[tuple[int, np.ndarray]], step: int, m: float 
 def _evaluate(job: tuple) -> dict:
     from behavior_gym.experts.base import ARM
 
-    task, seed, arms, path, noise, execute, temperature = job  # temperature 0: argmax tokens
+    task, seed, arms, path, noise, execute, temperature, *rest = job  # temperature 0: argmax tokens
+    top_k = rest[0] if rest else 0  # sample among the top_k most likely tokens (0: all)
     torch.manual_seed(seed)
     clone = _load_clone(path)
     env, obs, expert = _make(task, seed, arms)
@@ -331,7 +336,7 @@ def _evaluate(job: tuple) -> dict:
         x = _inputs(obs["proprio"][None], y[None], p[None], clone["mu"], clone["sd"], noise, gen)
         with torch.no_grad():
             logits = clone["model"](x)
-            b = (torch.distributions.Categorical(logits=logits / temperature).sample() if temperature > 0
+            b = (ActionTokenDistribution(logits, temperature, top_k).sample() if temperature > 0
                  else logits.argmax(-1))
         act = clone["norm"].unnormalize(clone["tok"].decode_bins(b)).numpy().reshape(K, 23)
         if clone["delta"]:
@@ -403,16 +408,17 @@ def _line(r: dict) -> str:
 
 
 def _decode_mode(text: str) -> str:
-    """`--decode` values: greedy, sampled, sampled:T (T > 0)."""
+    """`--decode` values: greedy, sampled, sampled:T (T > 0), sampled:T:K (among the K most likely tokens)."""
     if text in ("greedy", "sampled"):
         return text
-    head, _, t = text.partition(":")
+    head, *rest = text.split(":")
     try:
-        ok = head == "sampled" and float(t) > 0
+        ok = head == "sampled" and 1 <= len(rest) <= 2 and float(rest[0]) > 0 and (len(rest) < 2 or int(rest[1]) > 0)
     except ValueError:
         ok = False
     if not ok:
-        raise argparse.ArgumentTypeError(f"{text!r}: use greedy, sampled or sampled:T with a temperature T > 0")
+        raise argparse.ArgumentTypeError(f"{text!r}: use greedy, sampled, sampled:T with a temperature T > 0, or "
+                                         "sampled:T:K to sample among the K most likely tokens")
     return text
 
 
@@ -420,7 +426,13 @@ def _temperature(decode: str) -> float:
     """0 for greedy, else the sampling temperature of a `--decode` value."""
     if decode == "greedy":
         return 0.0
-    return float(decode.partition(":")[2] or 1.0)
+    return float(decode.split(":")[1]) if ":" in decode else 1.0
+
+
+def _top_k(decode: str) -> int:
+    """The top-k of a `--decode` value (0: every token)."""
+    parts = decode.split(":")
+    return int(parts[2]) if len(parts) > 2 else 0
 
 
 def main(argv=None) -> int:
@@ -485,7 +497,7 @@ def main(argv=None) -> int:
                               f"{ceiling:.0%}", flush=True)
                     for execute, decode in [(e, m) for e in a.execute for m in a.decode]:
                         t0 = time.perf_counter()
-                        jobs = [(task, EVAL_SEED + s, arms, path, noise, execute, _temperature(decode))
+                        jobs = [(task, EVAL_SEED + s, arms, path, noise, execute, _temperature(decode), _top_k(decode))
                                 for s in range(a.episodes)]
                         eps = list(pool.map(_evaluate, jobs))
                         row = {"task": task, "layout": a.layout, "arms": arms, "actions": actions, "execute": execute,

@@ -87,11 +87,11 @@ class StateTokenPolicy(BasePolicy):
     log-probs at `temperature`, and a value head on the same input."""
 
     def __init__(self, observation_space, action_space, lr_schedule, use_sde: bool = False, clone: dict | None = None,
-                 temperature: float = 1.0, **kwargs):
+                 temperature: float = 1.0, top_k: int = 0, **kwargs):
         super().__init__(observation_space, action_space, normalize_images=False, **kwargs)
         self.net = copy.deepcopy(clone["model"]).train()
         self.norm, self.tok = clone["norm"], clone["tok"]
-        self.temperature = float(temperature)
+        self.temperature, self.top_k = float(temperature), int(top_k)
         # OFT's own action-token distribution: bins that decode to one value share its probability, and
         # dimensions whose demonstrations never varied (q01 == q99) carry no choice.
         self.collapsed = self.norm.collapsed_dims(self.tok)
@@ -102,7 +102,7 @@ class StateTokenPolicy(BasePolicy):
     def _dist(self, obs):
         logits = self.net(obs.float())
         collapsed = self.collapsed.repeat(logits.shape[-2] // len(self.collapsed))
-        return ActionTokenDistribution(logits, self.temperature, 0, collapsed), self.value_head(obs.float())
+        return ActionTokenDistribution(logits, self.temperature, self.top_k, collapsed), self.value_head(obs.float())
 
     def _to_actions(self, bins: torch.Tensor) -> torch.Tensor:
         return self.norm.unnormalize(self.tok.decode_bins(bins.reshape(len(bins), -1))).float()
@@ -140,14 +140,28 @@ class LastValues(KVWriter):
         self.values = {k: float(v) for k, v in key_values.items() if np.isscalar(v)}
 
 
-def evaluate(pool, task: str, clone: dict, model: torch.nn.Module, episodes: int, tmp: str) -> dict:
-    """Held-out greedy episodes of `model` (the clone's network) as `bc_clonability.py` runs them."""
+def evaluate(pool, task: str, clone: dict, model: torch.nn.Module, episodes: int, tmp: str,
+             decodes: tuple[str, ...] = ("greedy",)) -> dict:
+    """Held-out episodes of `model` (the clone's network) as `bc_clonability.py` runs them: greedy at the top
+    level, every other `--decode` mode under "decodes"."""
     saved = {**clone, "model": copy.deepcopy(model).eval()}
     path = os.path.join(tmp, f"eval_{time.monotonic_ns()}.pt")
     torch.save(saved, path)
-    jobs = [(task, B.EVAL_SEED + s, "standoff", path, 0.0, B.K, 0.0) for s in range(episodes)]
-    eps = list(pool.map(B._evaluate, jobs))
-    return {**B._summary(clone, eps), "episodes": eps}  # success, reach and lift as bc_clonability counts them
+    result: dict = {"decodes": {}}
+    for mode in dict.fromkeys(("greedy", *decodes)):
+        jobs = [(task, B.EVAL_SEED + s, "standoff", path, 0.0, B.K, B._temperature(mode), B._top_k(mode))
+                for s in range(episodes)]
+        eps = list(pool.map(B._evaluate, jobs))
+        summary = B._summary(clone, eps)  # success, reach and lift as bc_clonability counts them
+        if mode == "greedy":
+            result.update(summary, episodes=eps)
+        else:
+            result["decodes"][mode] = {**summary, "episodes": eps}
+    return result
+
+
+def _decodes_line(row: dict) -> str:
+    return "".join(f"  {mode} {r['success']:.0%}" for mode, r in row["decodes"].items())
 
 
 def main(argv=None) -> int:
@@ -178,6 +192,10 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=0, help="PPO lr_warmup_steps")
     ap.add_argument("--critic-warmup", type=int, default=0, help="PPO critic_warmup_updates (value head only)")
     ap.add_argument("--temperature", type=float, default=1.0, help="rollout sampling temperature")
+    ap.add_argument("--top-k", type=int, default=0, help="rollouts sample among the K most likely tokens (0: all); "
+                    "PPO's log-probs are taken on the same top-k distribution")
+    ap.add_argument("--eval-decode", nargs="+", default=[], type=B._decode_mode,
+                    help="also evaluate these decodes at every point (sampled, sampled:T, sampled:T:K)")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--shaping", type=float, default=1.0)
@@ -200,9 +218,9 @@ def main(argv=None) -> int:
             if a.save_clone:
                 torch.save(clone, a.save_clone)
         print(f"clone ready ({time.perf_counter() - t0:.0f} s)", flush=True)
-        rows = [{"env_steps": 0, **evaluate(pool, a.task, clone, clone["model"], a.episodes, tmp)}]
+        rows = [{"env_steps": 0, **evaluate(pool, a.task, clone, clone["model"], a.episodes, tmp, a.eval_decode)}]
         print(f"env steps {0:>7}  greedy success {rows[-1]['success']:.0%}  reach {rows[-1]['reached_5cm']:.0%}  "
-              f"lift {rows[-1]['lifted_2cm']:.0%}", flush=True)
+              f"lift {rows[-1]['lifted_2cm']:.0%}" + _decodes_line(rows[-1]), flush=True)
         # GRPO's groups share one instance (the same objects), so that their seeded starts are identical.
         per_instance = a.group_size if a.algo == "grpo" else 1
         venv = SubprocVecEnv([make_env(a.task, i // per_instance, clone["mu"], clone["sd"], a.shaping)
@@ -210,7 +228,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(1)
         common = dict(learning_rate=a.lr, n_steps=a.n_steps, batch_size=a.batch, n_epochs=a.epochs, gamma=0.99,
                       clip_ratio_low=0.2, clip_ratio_high=0.28, max_grad_norm=1.0, lr_warmup_steps=a.warmup,
-                      seed=a.seed, device="cpu", policy_kwargs={"clone": clone, "temperature": a.temperature})
+                      seed=a.seed, device="cpu", policy_kwargs={"clone": clone, "temperature": a.temperature,
+                                                                 "top_k": a.top_k})
         if a.algo == "grpo":
             model = GRPO(StateTokenPolicy, venv, group_size=a.group_size, **common)
         else:
@@ -225,7 +244,7 @@ def main(argv=None) -> int:
             model.learn(per_eval, reset_num_timesteps=k == 0)
             steps = model.num_timesteps * B.K
             rows.append({"env_steps": steps, "seconds": time.perf_counter() - t1,
-                         **evaluate(pool, a.task, clone, model.policy.net, a.episodes, tmp)})
+                         **evaluate(pool, a.task, clone, model.policy.net, a.episodes, tmp, a.eval_decode)})
             log.append({"env_steps": steps, "ep_success": [float(e.get("success_once", 0))
                                                             for e in model.ep_info_buffer]})
             rollout = float(np.mean(log[-1]["ep_success"])) if log[-1]["ep_success"] else float("nan")
@@ -235,7 +254,8 @@ def main(argv=None) -> int:
                   f"{rows[-1]['reached_5cm']:.0%}  lift {rows[-1]['lifted_2cm']:.0%}  rollout success (last "
                   f"{len(log[-1]['ep_success'])} episodes) {rollout:.0%}  ({rows[-1]['seconds']:.0f} s of RL)  "
                   + "  ".join(f"{k.split('/')[1]} {rows[-1]['train'].get(k, float('nan')):.3g}"
-                              for k in ("actor/approx_kl", "actor/pg_clipfrac", "actor/entropy")), flush=True)
+                              for k in ("actor/approx_kl", "actor/pg_clipfrac", "actor/entropy"))
+                  + _decodes_line(rows[-1]), flush=True)
         venv.close()
     out = {"args": vars(a), "clone_samples": clone["samples"], "evaluations": rows, "training_episodes": log}
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)

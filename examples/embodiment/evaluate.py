@@ -8,8 +8,10 @@
 `actor.zip`. The envs run in parallel processes, tasks cycled over them; env i starts from seed
 `seed + i` and instance `seed + i` (the demonstrations use seeds from 0, RL training from
 `env.train.seed`; keep `seed` far from both). Each mode (`greedy`: argmax tokens, `sampled`: tokens
-sampled at `temperature`; `sampled:T`: sampled at temperature T, e.g. the one RL's rollouts ran at)
-runs `episodes_per_task` episodes of every task. Prints a table and writes it as JSON to `out`.
+sampled at `temperature` among the `top_k` most likely; `sampled:T`: sampled at temperature T, e.g. the
+one RL's rollouts ran at; `sampled:T:K`: at T among the K most likely tokens of each position, as
+`rollout.sampling_params.top_k` samples) runs `episodes_per_task` episodes of every task. Prints a
+table and writes it as JSON to `out`.
 
 `fast_inference` (null: on with CUDA) runs the policy's forward passes through compiled layer regions
 and CUDA graphs; `fp8=true` adds FP8 GEMMs (CUDA compute capability >= 8.9; the weights are rounded to
@@ -31,21 +33,27 @@ sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)), os.path.join(os.path
 from stage_utils import fail, typed_config  # noqa: E402
 
 
-def mode_temperature(mode: str, default: float) -> float | None:
-    """The sampling temperature of an evaluation mode (None: greedy); ValueError names a bad mode."""
+def mode_sampling(mode: str, temperature: float, top_k: int = 0) -> tuple[float, int] | None:
+    """(temperature, top_k) an evaluation mode samples at (None: greedy); ValueError names a bad mode.
+
+    `sampled` takes the config's `temperature` and `top_k`; `sampled:T` temperature T over every token;
+    `sampled:T:K` temperature T over the K most likely tokens of each position.
+    """
     if mode == "greedy":
         return None
     if mode == "sampled":
-        return default
-    name, _, t = mode.partition(":")
+        return temperature, top_k
+    name, *rest = mode.split(":")
     try:
-        temperature = float(t)
+        t = float(rest[0]) if 1 <= len(rest) <= 2 else float("nan")
+        k = int(rest[1]) if len(rest) == 2 else 0
     except ValueError:
-        temperature = float("nan")
-    if name != "sampled" or not temperature > 0:
-        raise ValueError(f"unknown mode {mode!r}; choose from greedy, sampled (at `temperature`) or sampled:T "
-                         "with a temperature T > 0, e.g. sampled:0.5")
-    return temperature
+        t, k = float("nan"), 0
+    if name != "sampled" or not t > 0 or k < 0 or (len(rest) == 2 and k == 0):
+        raise ValueError(f"unknown mode {mode!r}; choose from greedy, sampled (at `temperature` and `top_k`), "
+                         "sampled:T with a temperature T > 0 (e.g. sampled:0.5), or sampled:T:K to sample among "
+                         "the K most likely tokens (e.g. sampled:1:3)")
+    return t, k
 
 
 @dataclass
@@ -59,6 +67,7 @@ class EvalConfig:
     seed: int = 100_000
     modes: list[str] = field(default_factory=lambda: ["greedy", "sampled"])
     temperature: float = 1.0
+    top_k: int = 0  # `sampled` draws among the top_k most likely tokens (0: all), as rollout.sampling_params.top_k
     image_size: int = 224
     max_episode_steps: int | None = None
     layout: str | None = None  # skill tasks: "tabletop" (null: the default) or "mobile"
@@ -133,10 +142,12 @@ def main(cfg: DictConfig) -> None:
         fail("evaluate", "model_path" if c.model_path else "checkpoint", f"{path!r} does not exist")
     if not c.temperature > 0:
         fail("evaluate", "temperature", f"must be > 0, got {c.temperature}")
+    if c.top_k < 0:
+        fail("evaluate", "top_k", f"must be >= 0 (0: every token), got {c.top_k}")
     if not c.modes:
-        fail("evaluate", "modes", "is empty; give at least one of greedy, sampled, sampled:T")
+        fail("evaluate", "modes", "is empty; give at least one of greedy, sampled, sampled:T, sampled:T:K")
     try:
-        temperatures = {m: mode_temperature(m, c.temperature) for m in c.modes}
+        sampling = {m: mode_sampling(m, c.temperature, c.top_k) for m in c.modes}
     except ValueError as e:
         fail("evaluate", "modes", str(e))
     if c.layout is not None and c.layout not in LAYOUTS:
@@ -160,17 +171,17 @@ def main(cfg: DictConfig) -> None:
     per_env = -(-c.episodes_per_task * len(c.tasks) // c.num_envs)
     results = {"model": path, "seed": c.seed, "num_envs": c.num_envs, "fast_inference": fast_on, "fp8": c.fp8,
                "layout": c.layout or DEFAULT_LAYOUT,  # the skill tasks' layout these episodes ran (null: the default)
-               "temperature": c.temperature, "modes": {}}
+               "temperature": c.temperature, "top_k": c.top_k, "modes": {}}
     width = max(8, max(map(len, c.modes)))
     print(f"{'mode':<{width}} {'task':<24} {'episodes':>8} {'success':>8} {'q_score':>8} {'length':>7}")
     for mode in c.modes:
-        temperature = temperatures[mode]
-        policy.set_sampling(temperature=temperature)
+        if sampling[mode] is not None:  # every mode sets its top-k: an RL checkpoint keeps its rollouts' own
+            policy.set_sampling(*sampling[mode])
         venv = SubprocVecEnv([_Factory(spec, i) for i in range(c.num_envs)], start_method="forkserver")
         t0 = time.perf_counter()
         try:
             with torch.no_grad():
-                stats = evaluate(policy, venv, episodes=per_env * c.num_envs, deterministic=temperature is None,
+                stats = evaluate(policy, venv, episodes=per_env * c.num_envs, deterministic=sampling[mode] is None,
                                  seed=c.seed, fast_inference=False)  # as set up above
         finally:
             venv.close()

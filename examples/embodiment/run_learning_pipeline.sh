@@ -13,7 +13,8 @@
 #   EXTRA_DEMOS, EXTRA_SFT, EXTRA_RL (more Hydra overrides for those stages, e.g.
 #   EXTRA_SFT="train.aux_position_weight=1.0", EXTRA_DEMOS="recovery_offset=0.1")
 #   EVAL_RL [ppo grpo] (which RL runs eval_rl evaluates)
-#   EVAL_MODES [greedy,sampled] (sampled:T samples at temperature T, e.g. RL's rollout.sampling_params.temperature_train)
+#   EVAL_MODES [greedy,sampled] (sampled:T samples at temperature T, e.g. RL's rollout.sampling_params.temperature_train;
+#     sampled:T:K among the K most likely tokens, as rollout.sampling_params.top_k=K)
 #   LAYOUT [the default, tabletop] (the skill tasks' layout in every stage: tabletop or mobile)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

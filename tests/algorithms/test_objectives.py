@@ -141,6 +141,9 @@ def test_approx_kl_entropy_aggregate_normalize():
     kl = approx_kl(t([math.log(2.0), 0.0]), t([0.0, 0.0]))
     assert kl.item() == pytest.approx((1 - math.log(2.0)) / 2)
     assert entropy_loss(t([[1, 2], [3, 4]]), t([0, 1])).item() == pytest.approx(-3.5)
+    # a token outside the new top-k (log-prob ~ -1e30) counts as log-ratio -20, not -1e30
+    kl = approx_kl(t([-1e30, 0.0]), t([-1.0, 0.0]))
+    assert kl.item() == pytest.approx((math.exp(-20.0) - 1 + 20.0) / 2)
 
     lp = th.arange(46, dtype=th.float64)[None]
     assert aggregate_log_probs(lp, "chunk").item() == pytest.approx(sum(range(46)))

@@ -50,12 +50,15 @@ def test_the_config_file_has_the_keys():
     assert {"fast_inference", "fp8", "fp8_vision"} <= set(EvalConfig.__dataclass_fields__)
 
 
-def test_modes_name_their_temperature():
-    from evaluate import mode_temperature
+def test_modes_name_their_temperature_and_top_k():
+    from evaluate import mode_sampling
 
-    assert mode_temperature("greedy", 1.0) is None
-    assert mode_temperature("sampled", 0.8) == 0.8
-    assert mode_temperature("sampled:0.5", 1.0) == 0.5
-    for bad in ("sampled:0", "sampled:x", "sampled:-1", "greedy:0.5", "beam"):
+    assert mode_sampling("greedy", 1.0) is None
+    assert mode_sampling("sampled", 0.8) == (0.8, 0)
+    assert mode_sampling("sampled", 0.8, 5) == (0.8, 5)
+    assert mode_sampling("sampled:0.5", 1.0, 5) == (0.5, 0)  # a mode's own T samples every token
+    assert mode_sampling("sampled:1:3", 0.5) == (1.0, 3)
+    for bad in ("sampled:0", "sampled:x", "sampled:-1", "greedy:0.5", "beam", "sampled:1:0", "sampled:1:x",
+                "sampled:1:2:3", "sampled:"):
         with pytest.raises(ValueError, match="sampled:T"):
-            mode_temperature(bad, 1.0)
+            mode_sampling(bad, 1.0)
