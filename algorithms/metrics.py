@@ -17,7 +17,9 @@ ACTOR_LOSS = "actor/loss"  # total loss: policy + vf_coef * value - ent_coef * e
 ACTOR_POLICY_LOSS = "actor/policy_loss"
 ACTOR_VALUE_LOSS = "actor/value_loss"
 ACTOR_GRAD_NORM = "actor/grad_norm"  # total norm of the trainable parameters' gradients, before clipping
-ACTOR_APPROX_KL = "actor/approx_kl"
+ACTOR_APPROX_KL = "actor/approx_kl"  # over the tokens the updated policy can still draw
+# top-k rollouts: fraction of stored tokens the updated policy can no longer draw (pushed out of its top k)
+ACTOR_UNDRAWABLE_FRACTION = "actor/undrawable_fraction"
 ACTOR_PG_CLIPFRAC = "actor/pg_clipfrac"
 ACTOR_VALUE_CLIP_RATIO = "actor/value_clip_ratio"
 ACTOR_ENTROPY = "actor/entropy"

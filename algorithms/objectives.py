@@ -194,15 +194,30 @@ def entropy_loss(entropy: torch.Tensor, mask: torch.Tensor | None = None) -> tor
     return -masked_mean(entropy, mask)
 
 
-KL_LOG_RATIO_FLOOR = 20.0
+#: A log-prob at or below this is a token's that the policy cannot draw: outside its top-k (about -1e30).
+UNDRAWABLE_LOG_PROB = -1e20
+
+
+def _drawable_mask(log_prob: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    m = (log_prob > UNDRAWABLE_LOG_PROB).to(log_prob.dtype)
+    return m if mask is None else m * _expand(mask.to(log_prob.dtype), log_prob)
 
 
 @torch.no_grad()
 def approx_kl(log_prob: torch.Tensor, old_log_prob: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Schulman's k3 estimator of KL(old || new): mean of ``(ratio - 1) - log(ratio)`` (>= 0), as SB3.
+    """Schulman's k3 estimator of KL(old || new): mean of ``(ratio - 1) - log(ratio)`` (>= 0), as SB3, over
+    the valid elements the new policy can still draw.
 
-    A token the new policy can no longer draw (outside its top-k: log-prob about -1e30) counts with the
-    log-ratio `-KL_LOG_RATIO_FLOOR`, so that one such token does not make the whole mean ~1e28.
+    With top-k sampling an update can push a stored token out of the new top k; its term is infinite (its
+    log-prob about -1e30), so it is left out here and counted by `undrawable_fraction` instead.
     """
-    log_ratio = (log_prob - old_log_prob).clamp(min=-KL_LOG_RATIO_FLOOR)
-    return masked_mean(torch.exp(log_ratio) - 1.0 - log_ratio, mask)
+    m = _drawable_mask(log_prob, mask)
+    log_ratio = (log_prob - old_log_prob) * m  # 0 where undrawable: no inf - inf
+    return ((torch.exp(log_ratio) - 1.0 - log_ratio) * m).sum() / m.sum().clamp_min(1.0)
+
+
+@torch.no_grad()
+def undrawable_fraction(log_prob: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Fraction of the valid elements (tokens, or chunks at chunk level) whose stored token the new policy can
+    no longer draw (outside its top-k); 0 without top-k."""
+    return masked_mean((log_prob <= UNDRAWABLE_LOG_PROB).to(log_prob.dtype), mask)

@@ -58,6 +58,7 @@ from algorithms.objectives import (
     clipped_value_loss,
     entropy_loss,
     normalize,
+    undrawable_fraction,
 )
 
 ACTION_DIM = 23  # tokens per action step of the R1 Pro (behavior_gym.spaces.ACTION_DIM), for "action" ratios
@@ -444,6 +445,7 @@ class PPO(SB3PPO):
         loss = actor * (policy_loss + self.ent_coef * ent_loss) + self.vf_coef * value_loss
         return {"loss": loss, "policy_loss": policy_loss, "value_loss": value_loss, "entropy": -ent_loss,
                 "approx_kl": approx_kl(new_lp, old_lp, mb.masks), "pg_clipfrac": clipfrac,
+                "undrawable_fraction": undrawable_fraction(new_lp, mb.masks),
                 "value_clip_ratio": value_clip}
 
     def _recompute_log_probs(self, buffer: LeanRolloutBuffer) -> None:
@@ -623,7 +625,8 @@ class PPO(SB3PPO):
                        buffer: LeanRolloutBuffer) -> None:
         names = {"loss": M.ACTOR_LOSS, "policy_loss": M.ACTOR_POLICY_LOSS, "value_loss": M.ACTOR_VALUE_LOSS,
                  "grad_norm": M.ACTOR_GRAD_NORM, "approx_kl": M.ACTOR_APPROX_KL, "pg_clipfrac": M.ACTOR_PG_CLIPFRAC,
-                 "value_clip_ratio": M.ACTOR_VALUE_CLIP_RATIO, "entropy": M.ACTOR_ENTROPY}
+                 "value_clip_ratio": M.ACTOR_VALUE_CLIP_RATIO, "entropy": M.ACTOR_ENTROPY,
+                 "undrawable_fraction": M.ACTOR_UNDRAWABLE_FRACTION}
         if not self._use_value_loss:
             names.pop("value_loss")
             names.pop("value_clip_ratio")

@@ -19,6 +19,7 @@ from algorithms.objectives import (
     grpo_advantages,
     masked_mean,
     normalize,
+    undrawable_fraction,
 )
 
 
@@ -141,9 +142,12 @@ def test_approx_kl_entropy_aggregate_normalize():
     kl = approx_kl(t([math.log(2.0), 0.0]), t([0.0, 0.0]))
     assert kl.item() == pytest.approx((1 - math.log(2.0)) / 2)
     assert entropy_loss(t([[1, 2], [3, 4]]), t([0, 1])).item() == pytest.approx(-3.5)
-    # a token outside the new top-k (log-prob ~ -1e30) counts as log-ratio -20, not -1e30
-    kl = approx_kl(t([-1e30, 0.0]), t([-1.0, 0.0]))
-    assert kl.item() == pytest.approx((math.exp(-20.0) - 1 + 20.0) / 2)
+    # a token outside the new top-k (log-prob ~ -1e30) leaves the KL mean and is counted on its own
+    new, old = t([[-1e30, math.log(2.0)], [0.0, 0.0]]), t([[-1.0, 0.0], [0.0, -5.0]])
+    kl = approx_kl(new, old, mask=t([1, 0]))
+    assert kl.item() == pytest.approx(1 - math.log(2.0))  # the one drawable valid token
+    assert undrawable_fraction(new, mask=t([1, 0])).item() == pytest.approx(0.5)
+    assert undrawable_fraction(new).item() == pytest.approx(0.25)
 
     lp = th.arange(46, dtype=th.float64)[None]
     assert aggregate_log_probs(lp, "chunk").item() == pytest.approx(sum(range(46)))

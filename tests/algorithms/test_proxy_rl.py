@@ -47,7 +47,7 @@ def test_state_token_policy_round_trips_its_tokens_and_trains_with_ppo(tmp_path)
 def test_top_k_rollouts_sample_among_the_k_best_tokens_and_ppo_stays_finite():
     """Rollouts at top_k=3 draw only the 3 most likely bins per token, and PPO trains on the same top-3
     distribution with finite metrics (a stored token pushed out of the new top 3 has log-prob ~ -1e30:
-    test_objectives checks that approx_kl stays finite then)."""
+    approx_kl leaves it out and actor/undrawable_fraction counts it)."""
     import bc_clonability as B
     import proxy_rl as P
     from stable_baselines3.common.logger import Logger
@@ -74,5 +74,6 @@ def test_top_k_rollouts_sample_among_the_k_best_tokens_and_ppo_stays_finite():
     model.learn(16)
     kl = last.values["actor/approx_kl"]
     assert np.isfinite(kl) and 0 < kl < 100, kl
+    assert 0 <= last.values["actor/undrawable_fraction"] < 0.5
     assert np.isfinite(last.values["actor/policy_loss"]) and last.values["actor/entropy"] <= np.log(3) + 1e-4
     venv.close()
