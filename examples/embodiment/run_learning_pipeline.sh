@@ -13,7 +13,7 @@
 #   EXTRA_DEMOS, EXTRA_SFT, EXTRA_RL (more Hydra overrides for those stages, e.g.
 #   EXTRA_SFT="train.aux_position_weight=1.0", EXTRA_DEMOS="recovery_offset=0.1")
 #   EVAL_RL [ppo grpo] (which RL runs eval_rl evaluates)
-#   EVAL_MODES [greedy,sampled] (sampled:T samples at temperature T, e.g. RL's rollout.sampling_params.temperature_train;
+#   EVAL_MODES [greedy,sampled,sampled:1:3] (sampled:T samples at temperature T, e.g. RL's rollout.sampling_params.temperature_train;
 #     sampled:T:K among the K most likely tokens, as rollout.sampling_params.top_k=K)
 #   LAYOUT [the default, tabletop] (the skill tasks' layout in every stage: tabletop or mobile)
 set -euo pipefail
@@ -43,7 +43,7 @@ rl() {  # rl CONFIG: train (or continue) an RL run from the SFT checkpoint for R
 
 evaluate() {  # evaluate NAME key=value: held-out evaluation into $WORK/eval/NAME.json
   "$PY" "$HERE/evaluate.py" "$2" tasks="[$TASKS]" num_envs="$EVAL_ENVS" episodes_per_task="$EVAL_EPISODES" \
-    modes="[${EVAL_MODES:-greedy,sampled}]" out="$WORK/eval/$1.json" ${LAYOUT:+layout="$LAYOUT"}
+    modes="[${EVAL_MODES:-greedy,sampled,sampled:1:3}]" out="$WORK/eval/$1.json" ${LAYOUT:+layout="$LAYOUT"}
 }
 
 for stage in "${@:-demos sft eval_sft ppo grpo eval_rl curves}"; do

@@ -39,6 +39,18 @@ def test_real_configs_need_only_the_checkpoint_and_omnigibson(compose, name):
     assert "actor.model.model_path" in e.value.keys
 
 
+@pytest.mark.parametrize("name", ["behavior_ppo_openvlaoft_skills", "behavior_grpo_openvlaoft_skills"])
+def test_skills_configs_carry_run_13s_rl_recipe(compose, name, tmp_path):
+    """The learning pipeline's RL configs: run 13's settings (README "Does it learn?"), valid on one GPU."""
+    (tmp_path / "config.json").write_text("{}")  # the SFT stage's model folder, as far as the check looks
+    c = to_run_config(compose(name, [f"actor.model.model_path={tmp_path}"]))
+    assert c.rollout.sampling_params.top_k == 3 and c.rollout.sampling_params.temperature_train == 1.0
+    assert c.actor.optim.lr == 2e-5 and c.actor.global_batch_size == 128 and c.algorithm.update_epoch == 1
+    assert c.env.train.total_num_envs == 64 and c.env.train.backend == "mujoco"
+    assert c.env.train.max_steps_per_rollout_epoch == (320 if "grpo" in name else 512)
+    assert check_run_config(c, gpus_per_node=1).layout == "collocated"
+
+
 def test_user_guide_keys(compose):
     """The keys the user guide names, set on the command line."""
     c = to_run_config(compose("behavior_ppo_openvlaoft_embedded", [
