@@ -630,6 +630,8 @@ class PPO(SB3PPO):
         if not self._use_value_loss:
             names.pop("value_loss")
             names.pop("value_clip_ratio")
+        if not getattr(self.policy, "top_k", 0):  # without top-k sampling every stored token stays drawable
+            names.pop("undrawable_fraction")
         for key, name in names.items():
             if history.get(key):
                 self.logger.record(name, float(np.mean(history[key])))

@@ -213,7 +213,8 @@ class ProgressWriter(KVWriter):
     """One line per training step in the run's log: progress, throughput and the main metrics."""
 
     NAMES = (M.ROLLOUT_RETURNS_MEAN, M.ENV_SUCCESS_ONCE, M.ENV_Q_SCORE, M.ENV_EPISODE_LEN, M.ACTOR_LOSS,
-             M.ACTOR_APPROX_KL, M.TIME_ROLLOUT, M.TIME_UPDATE, "rollout/discarded_steps")
+             M.ACTOR_APPROX_KL, M.ACTOR_UNDRAWABLE_FRACTION, M.TIME_ROLLOUT, M.TIME_UPDATE,
+             "rollout/discarded_steps")
 
     def __init__(self, model, total_steps: int):
         self.model, self.total_steps = model, total_steps
