@@ -64,6 +64,7 @@ from vla_policies.openvla_oft.action_tokenizer import (  # noqa: E402
     ActionNormalizer,
     ActionTokenDistribution,
     ActionTokenizer,
+    sampling_mode,
 )
 
 K = 8  # chunk length, as in the learning runs
@@ -409,30 +410,23 @@ def _line(r: dict) -> str:
 
 def _decode_mode(text: str) -> str:
     """`--decode` values: greedy, sampled, sampled:T (T > 0), sampled:T:K (among the K most likely tokens)."""
-    if text in ("greedy", "sampled"):
-        return text
-    head, *rest = text.split(":")
     try:
-        ok = head == "sampled" and 1 <= len(rest) <= 2 and float(rest[0]) > 0 and (len(rest) < 2 or int(rest[1]) > 0)
-    except ValueError:
-        ok = False
-    if not ok:
-        raise argparse.ArgumentTypeError(f"{text!r}: use greedy, sampled, sampled:T with a temperature T > 0, or "
-                                         "sampled:T:K to sample among the K most likely tokens")
+        sampling_mode(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return text
 
 
 def _temperature(decode: str) -> float:
     """0 for greedy, else the sampling temperature of a `--decode` value."""
-    if decode == "greedy":
-        return 0.0
-    return float(decode.split(":")[1]) if ":" in decode else 1.0
+    sampling = sampling_mode(decode)
+    return 0.0 if sampling is None else sampling[0]
 
 
 def _top_k(decode: str) -> int:
     """The top-k of a `--decode` value (0: every token)."""
-    parts = decode.split(":")
-    return int(parts[2]) if len(parts) > 2 else 0
+    sampling = sampling_mode(decode)
+    return 0 if sampling is None else sampling[1]
 
 
 def main(argv=None) -> int:

@@ -34,26 +34,11 @@ from stage_utils import fail, typed_config  # noqa: E402
 
 
 def mode_sampling(mode: str, temperature: float, top_k: int = 0) -> tuple[float, int] | None:
-    """(temperature, top_k) an evaluation mode samples at (None: greedy); ValueError names a bad mode.
+    """(temperature, top_k) an evaluation mode samples at (None: greedy); `sampled` takes the config's
+    `temperature` and `top_k` (`vla_policies.openvla_oft.action_tokenizer.sampling_mode`)."""
+    from vla_policies.openvla_oft.action_tokenizer import sampling_mode
 
-    `sampled` takes the config's `temperature` and `top_k`; `sampled:T` temperature T over every token;
-    `sampled:T:K` temperature T over the K most likely tokens of each position.
-    """
-    if mode == "greedy":
-        return None
-    if mode == "sampled":
-        return temperature, top_k
-    name, *rest = mode.split(":")
-    try:
-        t = float(rest[0]) if 1 <= len(rest) <= 2 else float("nan")
-        k = int(rest[1]) if len(rest) == 2 else 0
-    except ValueError:
-        t, k = float("nan"), 0
-    if name != "sampled" or not t > 0 or k < 0 or (len(rest) == 2 and k == 0):
-        raise ValueError(f"unknown mode {mode!r}; choose from greedy, sampled (at `temperature` and `top_k`), "
-                         "sampled:T with a temperature T > 0 (e.g. sampled:0.5), or sampled:T:K to sample among "
-                         "the K most likely tokens (e.g. sampled:1:3)")
-    return t, k
+    return sampling_mode(mode, temperature, top_k)
 
 
 @dataclass

@@ -267,3 +267,27 @@ class ActionTokenDistribution:
         lp = self.value_log_probs
         ent = -(lp.exp() * lp).sum(-1)  # filtered values: exp() == 0 exactly, so they add 0
         return self._zero_collapsed(ent)
+
+
+def sampling_mode(mode: str, temperature: float = 1.0, top_k: int = 0) -> tuple[float, int] | None:
+    """The (temperature, top_k) a decoding mode samples action tokens at; None for greedy (argmax).
+
+    Modes: ``greedy``; ``sampled`` (the given `temperature` and `top_k`); ``sampled:T`` (temperature T over
+    every token); ``sampled:T:K`` (temperature T among the K most likely tokens of each position, as
+    `rollout.sampling_params.top_k` samples). A bad mode raises ValueError naming the forms.
+    """
+    if mode == "greedy":
+        return None
+    if mode == "sampled":
+        return float(temperature), int(top_k)
+    name, *rest = mode.split(":")
+    try:
+        t = float(rest[0]) if 1 <= len(rest) <= 2 else float("nan")
+        k = int(rest[1]) if len(rest) == 2 else 0
+    except ValueError:
+        t, k = float("nan"), 0
+    if name != "sampled" or not t > 0 or k < 0 or (len(rest) == 2 and k == 0):
+        raise ValueError(f"unknown mode {mode!r}; choose from greedy, sampled, sampled:T with a temperature T > 0 "
+                         "(e.g. sampled:0.5), or sampled:T:K to sample among the K most likely tokens "
+                         "(e.g. sampled:1:3)")
+    return t, k
