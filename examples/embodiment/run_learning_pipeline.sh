@@ -7,11 +7,13 @@
 # Stages: demos, sft, eval_sft, ppo, grpo, eval_rl, curves; and diagnose (where the SFT policy fails
 # pick_and_place and stacking: open-loop errors, closed-loop reach/lift, contact sheets in $WORK/diagnosis). Each one resumes from what an earlier
 # (interrupted or time-limited) run left in $WORK, so the pipeline can run in pieces of minutes.
-# Settings come from the environment (defaults in brackets):
-#   WORK [runs/learning]  NUM_WORKERS [nproc]  DEMOS_PER_TASK [100]  SFT_MINUTES [5.5]  SFT_PRESET [small-p28]
+# Settings come from the environment (defaults in brackets: run 13's recipe, README "Does it learn?";
+# the RL stages' settings are in the behavior_{ppo,grpo}_openvlaoft_skills configs):
+#   WORK [runs/learning]  NUM_WORKERS [nproc]  DEMOS_PER_TASK [250]  SFT_MINUTES [5.5]  SFT_PRESET [small-p28]
+#   LABEL_SIGMA [2] and AUX_POSITION_WEIGHT [1.0] (SFT's train.label_sigma and train.aux_position_weight)
 #   SFT_STEPS [0: as many as fit in SFT_MINUTES]  RL_MINUTES [5.5]  EVAL_EPISODES [100]  EVAL_ENVS [32]  TASKS [pick_and_place,stacking,open_drawer,turning_on_radio]
 #   EXTRA_DEMOS, EXTRA_SFT, EXTRA_RL (more Hydra overrides for those stages, e.g.
-#   EXTRA_SFT="train.aux_position_weight=1.0", EXTRA_DEMOS="recovery_offset=0.1")
+#   EXTRA_SFT="train.batch_size=128", EXTRA_DEMOS="recovery_offset=0.1")
 #   EVAL_RL [ppo grpo] (which RL runs eval_rl evaluates)
 #   EVAL_MODES [greedy,sampled,sampled:1:3] (sampled:T samples at temperature T, e.g. RL's rollout.sampling_params.temperature_train;
 #     sampled:T:K among the K most likely tokens, as rollout.sampling_params.top_k=K)
@@ -50,10 +52,11 @@ for stage in "${@:-demos sft eval_sft ppo grpo eval_rl curves}"; do
   for s in $stage; do
     echo "=== $s ($(date +%T))"
     case "$s" in
-      demos) "$PY" "$HERE/collect_demos.py" tasks="[$TASKS]" episodes_per_task="${DEMOS_PER_TASK:-100}" \
+      demos) "$PY" "$HERE/collect_demos.py" tasks="[$TASKS]" episodes_per_task="${DEMOS_PER_TASK:-250}" \
                num_workers="$NUM_WORKERS" out_dir="$WORK/demos" ${LAYOUT:+layout="$LAYOUT"} ${EXTRA_DEMOS:-} ;;
       sft) "$PY" "$HERE/sft.py" demos="[$WORK/demos]" out_dir="$WORK/sft" model.preset="${SFT_PRESET:-small-p28}" \
-             load_workers="$NUM_WORKERS" train.steps="${SFT_STEPS:-0}" train.max_minutes="${SFT_MINUTES:-5.5}" ${EXTRA_SFT:-} ;;
+             load_workers="$NUM_WORKERS" train.steps="${SFT_STEPS:-0}" train.max_minutes="${SFT_MINUTES:-5.5}" \
+             train.label_sigma="${LABEL_SIGMA:-2}" train.aux_position_weight="${AUX_POSITION_WEIGHT:-1.0}" ${EXTRA_SFT:-} ;;
       eval_sft) evaluate sft model_path="$WORK/sft/model" ;;
       ppo) rl behavior_ppo_openvlaoft_skills ;;
       grpo) rl behavior_grpo_openvlaoft_skills ;;
