@@ -122,15 +122,15 @@ def test_sft_learns_resumes_and_saves_a_loadable_checkpoint(demo_dir, tmp_path):
     res = os.path.join(tmp_path, "eval.json")
     run = subprocess.run([sys.executable, script, f"model_path={out['model_path']}", "tasks=[open_drawer]",
                           "episodes_per_task=2", "num_envs=1", "image_size=32", "max_episode_steps=16",
-                          "modes=[greedy,sampled:0.5]", "layout=mobile", f"out={res}", "device=cpu"],
+                          "modes=[greedy,sampled:0.5:3]", "layout=mobile", f"out={res}", "device=cpu"],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     got = json.load(open(res))
     assert got["layout"] == "mobile" and got["seed"] == 100_000 and got["temperature"] == 1.0
     stats = got["modes"]["greedy"]["per_task"]["open_drawer"]
     assert stats["episodes"] == 2 and stats["episode_len"] == 16.0, stats  # the tiny policy never opens it
-    assert got["modes"]["sampled:0.5"]["per_task"]["open_drawer"]["episodes"] == 2
-    assert "sampled:0.5 open_drawer" in run.stdout
+    assert got["modes"]["sampled:0.5:3"]["per_task"]["open_drawer"]["episodes"] == 2
+    assert "sampled:0.5:3 open_drawer" in run.stdout and got["top_k"] == 0
 
 
 def test_sigterm_stops_after_the_step_with_state_and_model_saved(demo_dir, tmp_path):
