@@ -11,6 +11,7 @@ policy's and the trainer's, not the simulator's. Weights are random (no download
 
     python benchmarks/ppo_update.py                          # tiny preset, 224 px, 1 thread
     python benchmarks/ppo_update.py --presets tiny small --threads 2 --n-steps 8 --micro-batch 4
+    python benchmarks/ppo_update.py --top-k 0 3                 # the cost of top-k rollouts and log-probs
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--algo", choices=["ppo", "grpo"], default="ppo")
+    parser.add_argument("--top-k", nargs="+", type=int, default=[0],
+                        help="rollout sampling top-k values to time (rollout.sampling_params.top_k; 0: all tokens)")
     args = parser.parse_args()
 
     import torch
@@ -105,14 +108,14 @@ def main() -> None:
         def close(self):
             pass
 
-    for preset in args.presets:
+    for preset, top_k in [(p, k) for p in args.presets for k in args.top_k]:
         venv = DummyVecEnv([make for _ in range(args.n_envs)])
         algo = GRPO if args.algo == "grpo" else PPO
         extra = {"group_size": args.n_envs} if algo is GRPO else {}
         t0 = time.perf_counter()
         model = algo(OpenVLAOFTPolicy, venv, n_steps=args.n_steps, batch_size=args.n_envs * args.n_steps,
                      micro_batch_size=args.micro_batch, n_epochs=1, seed=0, learning_rate=1e-5,
-                     policy_kwargs={"preset": preset}, **extra)
+                     policy_kwargs={"preset": preset, "top_k": top_k}, **extra)
         build = time.perf_counter() - t0
         cap = Capture()
         model.set_logger(Logger(folder=None, output_formats=[cap]))
@@ -120,7 +123,7 @@ def main() -> None:
         v = cap.values
         samples = args.n_envs * args.n_steps
         params = sum(p.numel() for p in model.policy.parameters()) / 1e6
-        print(f"{preset} ({params:,.1f}M params, built in {build:.1f}s): inference "
+        print(f"{preset}{f' top-k {top_k}' if top_k else ''} ({params:,.1f}M params, built in {build:.1f}s): inference "
               f"{v[M.TIME_INFERENCE] / args.n_steps * 1e3:,.0f} ms per chunk step ({args.n_envs} envs), "
               f"update {v[M.TIME_UPDATE]:.2f}s for {samples} samples = "
               f"{v[M.TIME_UPDATE_PER_SAMPLE] * 1e3:,.0f} ms per sample (micro-batch {args.micro_batch})")
