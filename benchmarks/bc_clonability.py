@@ -417,16 +417,9 @@ def _decode_mode(text: str) -> str:
     return text
 
 
-def _temperature(decode: str) -> float:
-    """0 for greedy, else the sampling temperature of a `--decode` value."""
-    sampling = sampling_mode(decode)
-    return 0.0 if sampling is None else sampling[0]
-
-
-def _top_k(decode: str) -> int:
-    """The top-k of a `--decode` value (0: every token)."""
-    sampling = sampling_mode(decode)
-    return 0 if sampling is None else sampling[1]
+def _sampling(decode: str) -> tuple[float, int]:
+    """(temperature, top_k) of a `--decode` value; (0.0, 0) for greedy (argmax tokens)."""
+    return sampling_mode(decode) or (0.0, 0)
 
 
 def main(argv=None) -> int:
@@ -491,7 +484,7 @@ def main(argv=None) -> int:
                               f"{ceiling:.0%}", flush=True)
                     for execute, decode in [(e, m) for e in a.execute for m in a.decode]:
                         t0 = time.perf_counter()
-                        jobs = [(task, EVAL_SEED + s, arms, path, noise, execute, _temperature(decode), _top_k(decode))
+                        jobs = [(task, EVAL_SEED + s, arms, path, noise, execute, *_sampling(decode))
                                 for s in range(a.episodes)]
                         eps = list(pool.map(_evaluate, jobs))
                         row = {"task": task, "layout": a.layout, "arms": arms, "actions": actions, "execute": execute,

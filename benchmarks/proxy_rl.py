@@ -149,8 +149,8 @@ def evaluate(pool, task: str, clone: dict, model: torch.nn.Module, episodes: int
     torch.save(saved, path)
     result: dict = {"decodes": {}}
     for mode in dict.fromkeys(("greedy", *decodes)):
-        jobs = [(task, B.EVAL_SEED + s, "standoff", path, 0.0, B.K, B._temperature(mode), B._top_k(mode))
-                for s in range(episodes)]
+        sampling = B._sampling(mode)
+        jobs = [(task, B.EVAL_SEED + s, "standoff", path, 0.0, B.K, *sampling) for s in range(episodes)]
         eps = list(pool.map(B._evaluate, jobs))
         summary = B._summary(clone, eps)  # success, reach and lift as bc_clonability counts them
         if mode == "greedy":

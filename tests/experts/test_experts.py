@@ -187,7 +187,7 @@ def test_bc_clonability_records_chunks_and_fits_one_episode():
         os.environ.pop("BC_TIME_FEATURE")
     assert timed["yaws"].shape[1] == d["yaws"].shape[1] + 1 and timed["yaws"][3, -1] == pytest.approx(3 / 300)
     # `--decode`: greedy, sampled (temperature 1) or sampled:T
-    assert [B._temperature(B._decode_mode(m)) for m in ("greedy", "sampled", "sampled:0.5")] == [0.0, 1.0, 0.5]
+    assert [B._sampling(B._decode_mode(m))[0] for m in ("greedy", "sampled", "sampled:0.5")] == [0.0, 1.0, 0.5]
     with pytest.raises(Exception, match="temperature T > 0"):
         B._decode_mode("sampled:0")
     # ACT's temporal ensemble: each live chunk's action for the step, the oldest weighted most
