@@ -113,6 +113,24 @@ def atomic_save(write, path: str | os.PathLike) -> pathlib.Path:
     return final
 
 
+def keep_float32_master_weights(module: th.nn.Module, autocast: bool) -> int:
+    """Make `module`'s trained parameters float32 in place (the same Parameter objects, so an
+    optimizer built before still holds them; its moments follow at their first step); returns how
+    many were cast. With `autocast` (bf16 forward passes) frozen parameters keep their dtype; without
+    it every floating-point parameter and buffer becomes float32, since the forward pass then computes
+    in the parameters' own dtype and mixed dtypes would meet in one layer."""
+    cast = 0
+    for p in module.parameters():
+        if p.is_floating_point() and p.dtype != th.float32 and (p.requires_grad or not autocast):
+            p.data = p.data.float()
+            cast += 1
+    if not autocast:
+        for b in module.buffers():
+            if b.is_floating_point() and b.dtype != th.float32:
+                b.data = b.data.float()
+    return cast
+
+
 class PPO(SB3PPO):
     """Proximal Policy Optimization for chunked, token-level VLA policies (SPEC §6).
 
@@ -134,6 +152,12 @@ class PPO(SB3PPO):
         value_loss_type: ``"mse"`` (SB3) or ``"huber"`` (RLinf, with `huber_delta`).
         dual_clip: cap of the loss of negative-advantage samples at ``-dual_clip * A`` (None: off).
         bf16: bfloat16 autocast of the policy's forward passes; None = on CUDA only.
+        master_weights: train float32 parameters whatever dtype the policy was built in (mixed
+            precision as in SFT and RLinf's FSDP actor): with `bf16` autocast the trained parameters
+            (and so the optimizer's moments) become float32 and frozen ones keep their dtype; without
+            autocast the whole policy becomes float32. False trains in the policy's own dtype: in
+            bfloat16 an AdamW step smaller than half a bf16 ulp of the weight is rounded away (at lr
+            2e-5, every weight above ~0.005 in magnitude and every norm scale never moves).
         tokens_per_action: tokens per chunk step for ``ratio_level="action"`` (23 for the R1 Pro).
         recompute_log_probs: before the update epochs, replace the rollout's log-probs by those of the
             update's own forward pass (see `_recompute_log_probs`): for rollouts acted by another forward
@@ -181,6 +205,7 @@ class PPO(SB3PPO):
         huber_delta: float = 10.0,
         dual_clip: float | None = None,
         bf16: bool | None = None,
+        master_weights: bool = True,
         tokens_per_action: int = ACTION_DIM,
         recompute_log_probs: bool = False,
         lr_warmup_steps: int = 0,
@@ -223,6 +248,7 @@ class PPO(SB3PPO):
         self.huber_delta = huber_delta
         self.dual_clip = dual_clip
         self.bf16 = bf16
+        self.master_weights = bool(master_weights)
         self.tokens_per_action = tokens_per_action
         self.recompute_log_probs = bool(recompute_log_probs)
         self._episode_stats = M.EpisodeStats()
@@ -251,6 +277,8 @@ class PPO(SB3PPO):
                           f"without per_token=); using chunk-level ratios instead of {self.ratio_level!r}",
                           stacklevel=2)
         self._token_level = per_token and self.ratio_level != "chunk"
+        if self.master_weights:
+            keep_float32_master_weights(self.policy, autocast=self.use_bf16)
         self.policy.optimizer = self._build_optimizer()
 
     def _build_optimizer(self, module: th.nn.Module | None = None) -> th.optim.Optimizer:

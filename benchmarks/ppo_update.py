@@ -12,6 +12,7 @@ policy's and the trainer's, not the simulator's. Weights are random (no download
     python benchmarks/ppo_update.py                          # tiny preset, 224 px, 1 thread
     python benchmarks/ppo_update.py --presets tiny small --threads 2 --n-steps 8 --micro-batch 4
     python benchmarks/ppo_update.py --top-k 0 3                 # the cost of top-k rollouts and log-probs
+    python benchmarks/ppo_update.py --presets small-p28 --master-weights 1 0   # float32 master weights vs bf16 (GPU)
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ def main() -> None:
     parser.add_argument("--algo", choices=["ppo", "grpo"], default="ppo")
     parser.add_argument("--top-k", nargs="+", type=int, default=[0],
                         help="rollout sampling top-k values to time (rollout.sampling_params.top_k; 0: all tokens)")
+    parser.add_argument("--master-weights", nargs="+", type=int, default=[1], choices=[0, 1],
+                        help="1: train float32 master weights under bf16 autocast (PPO's default); 0: train the "
+                             "policy in its own dtype (bf16 on CUDA, as runs 1-14); both: --master-weights 1 0")
     args = parser.parse_args()
 
     import torch
@@ -108,14 +112,14 @@ def main() -> None:
         def close(self):
             pass
 
-    for preset, top_k in [(p, k) for p in args.presets for k in args.top_k]:
+    for preset, top_k, master in [(p, k, m) for p in args.presets for k in args.top_k for m in args.master_weights]:
         venv = DummyVecEnv([make for _ in range(args.n_envs)])
         algo = GRPO if args.algo == "grpo" else PPO
         extra = {"group_size": args.n_envs} if algo is GRPO else {}
         t0 = time.perf_counter()
         model = algo(OpenVLAOFTPolicy, venv, n_steps=args.n_steps, batch_size=args.n_envs * args.n_steps,
                      micro_batch_size=args.micro_batch, n_epochs=1, seed=0, learning_rate=1e-5,
-                     policy_kwargs={"preset": preset, "top_k": top_k}, **extra)
+                     master_weights=bool(master), policy_kwargs={"preset": preset, "top_k": top_k}, **extra)
         build = time.perf_counter() - t0
         cap = Capture()
         model.set_logger(Logger(folder=None, output_formats=[cap]))
@@ -123,7 +127,9 @@ def main() -> None:
         v = cap.values
         samples = args.n_envs * args.n_steps
         params = sum(p.numel() for p in model.policy.parameters()) / 1e6
-        print(f"{preset}{f' top-k {top_k}' if top_k else ''} ({params:,.1f}M params, built in {build:.1f}s): inference "
+        dtype = str(next(p for p in model.policy.parameters() if p.requires_grad).dtype).split(".")[1]
+        print(f"{preset}{f' top-k {top_k}' if top_k else ''}, {dtype} weights ({params:,.1f}M params, built in "
+              f"{build:.1f}s): inference "
               f"{v[M.TIME_INFERENCE] / args.n_steps * 1e3:,.0f} ms per chunk step ({args.n_envs} envs), "
               f"update {v[M.TIME_UPDATE]:.2f}s for {samples} samples = "
               f"{v[M.TIME_UPDATE_PER_SAMPLE] * 1e3:,.0f} ms per sample (micro-batch {args.micro_batch})")

@@ -87,7 +87,7 @@ class StateTokenPolicy(BasePolicy):
     log-probs at `temperature`, and a value head on the same input."""
 
     def __init__(self, observation_space, action_space, lr_schedule, use_sde: bool = False, clone: dict | None = None,
-                 temperature: float = 1.0, top_k: int = 0, **kwargs):
+                 temperature: float = 1.0, top_k: int = 0, dtype: torch.dtype = torch.float32, **kwargs):
         super().__init__(observation_space, action_space, normalize_images=False, **kwargs)
         self.net = copy.deepcopy(clone["model"]).train()
         self.norm, self.tok = clone["norm"], clone["tok"]
@@ -97,12 +97,14 @@ class StateTokenPolicy(BasePolicy):
         self.collapsed = self.norm.collapsed_dims(self.tok)
         n_in = observation_space.shape[0]
         self.value_head = torch.nn.Sequential(torch.nn.Linear(n_in, 256), torch.nn.Tanh(), torch.nn.Linear(256, 1))
+        self.to(dtype)  # bfloat16: as the VLA's runner builds its policy
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
     def _dist(self, obs):
-        logits = self.net(obs.float())
+        x = obs.to(self.value_head[0].weight.dtype)
+        logits = self.net(x)
         collapsed = self.collapsed.repeat(logits.shape[-2] // len(self.collapsed))
-        return ActionTokenDistribution(logits, self.temperature, self.top_k, collapsed), self.value_head(obs.float())
+        return ActionTokenDistribution(logits, self.temperature, self.top_k, collapsed), self.value_head(x).float()
 
     def _to_actions(self, bins: torch.Tensor) -> torch.Tensor:
         return self.norm.unnormalize(self.tok.decode_bins(bins.reshape(len(bins), -1))).float()
@@ -144,7 +146,7 @@ def evaluate(pool, task: str, clone: dict, model: torch.nn.Module, episodes: int
              decodes: tuple[str, ...] = ("greedy",)) -> dict:
     """Held-out episodes of `model` (the clone's network) as `bc_clonability.py` runs them: greedy at the top
     level, every other `--decode` mode under "decodes"."""
-    saved = {**clone, "model": copy.deepcopy(model).eval()}
+    saved = {**clone, "model": copy.deepcopy(model).float().eval()}  # bf16 weights are exact in float32
     path = os.path.join(tmp, f"eval_{time.monotonic_ns()}.pt")
     torch.save(saved, path)
     result: dict = {"decodes": {}}
@@ -202,6 +204,10 @@ def main(argv=None) -> int:
     ap.add_argument("--episodes", type=int, default=100, help="held-out greedy episodes before and after")
     ap.add_argument("--evals", type=int, default=3, help="evaluations during RL (after the start)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--weights", choices=("fp32", "bf16"), default="fp32",
+                    help="the dtype the policy is built in (bf16: as the VLA runner's policy)")
+    ap.add_argument("--no-master-weights", action="store_true",
+                    help="train in that dtype itself (PPO master_weights=False; the VLA runs 1-14 in bf16)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/proxy_rl.json")
     a = ap.parse_args(argv)
@@ -228,8 +234,9 @@ def main(argv=None) -> int:
         torch.set_num_threads(1)
         common = dict(learning_rate=a.lr, n_steps=a.n_steps, batch_size=a.batch, n_epochs=a.epochs, gamma=0.99,
                       clip_ratio_low=0.2, clip_ratio_high=0.28, max_grad_norm=1.0, lr_warmup_steps=a.warmup,
-                      seed=a.seed, device="cpu", policy_kwargs={"clone": clone, "temperature": a.temperature,
-                                                                 "top_k": a.top_k})
+                      master_weights=not a.no_master_weights, seed=a.seed, device="cpu",
+                      policy_kwargs={"clone": clone, "temperature": a.temperature, "top_k": a.top_k,
+                                     "dtype": torch.bfloat16 if a.weights == "bf16" else torch.float32})
         if a.algo == "grpo":
             model = GRPO(StateTokenPolicy, venv, group_size=a.group_size, **common)
         else:

@@ -140,7 +140,10 @@ class ModelConfig:
     model_type: str = "openvla_oft"
     model_path: str | None = None  # a released OpenVLA(-OFT) / RLinf checkpoint folder
     preset: str | None = None  # or a randomly initialised "tiny" / "small" / "7.5b" model
-    precision: str = "bf16"  # bf16, fp16 or fp32
+    precision: str = "bf16"  # bf16, fp16 or fp32: the dtype the forward passes compute in
+    # the trained parameters and the optimizer's moments in float32 (bf16 autocast computes); false: train in
+    # precision's dtype itself, where AdamW steps under half a bf16 ulp of a weight are lost (runs 1-14)
+    master_weights: bool = True
     num_action_chunks: int = 8
     action_dim: int = 23
     num_images_in_input: int = 3

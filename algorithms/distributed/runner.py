@@ -58,6 +58,20 @@ def env_spec(c: RunConfig):
                    group_size=c.algorithm.group_size if c.algorithm.adv_type == "grpo" else 1, layout=e.layout)
 
 
+def model_dtype(c: RunConfig) -> str:
+    """The dtype the actor's policy is built in: float32 when every weight is trained with master weights
+    (the SFT checkpoint's float32 weights then load unrounded), else `precision` (LoRA's frozen base; the
+    trainer makes the trained parameters float32 itself)."""
+    m = c.actor.model
+    return "float32" if m.master_weights and not m.is_lora else PRECISIONS[m.precision]
+
+
+def acting_copy_kwargs(c: RunConfig, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A rollout worker's policy arguments: the trainer's, in `precision`. The copies only infer (FP8 needs
+    bf16 weights); weight syncs from the trainer's float32 master weights cast as they load."""
+    return dict(kwargs, torch_dtype=PRECISIONS[c.actor.model.precision])
+
+
 def policy_kwargs(c: RunConfig) -> dict[str, Any]:
     """`OpenVLAOFTPolicy` arguments from `actor.model`, `actor.optim` and `rollout.sampling_params`."""
     m, o, s = c.actor.model, c.actor.optim, c.rollout.sampling_params
@@ -68,7 +82,7 @@ def policy_kwargs(c: RunConfig) -> dict[str, Any]:
     kwargs: dict[str, Any] = dict(
         config_overrides=overrides, unnorm_key=m.unnorm_key, temperature=s.temperature_train, top_k=s.top_k,
         lora_rank=m.lora_rank if m.is_lora else 0, lora_alpha=m.lora_alpha,
-        freeze_vision_backbone=m.freeze_vision_backbone, torch_dtype=PRECISIONS[m.precision],
+        freeze_vision_backbone=m.freeze_vision_backbone, torch_dtype=model_dtype(c),
         attn_implementation=m.attn_implementation, center_crop=m.center_crop,
         gradient_checkpointing=m.gradient_checkpointing,
         optimizer_kwargs={"betas": (o.adam_beta1, o.adam_beta2), "eps": o.adam_eps, "weight_decay": o.weight_decay},
@@ -89,7 +103,8 @@ def trainer_kwargs(c: RunConfig) -> dict[str, Any]:
         clip_range=alg.clip_ratio_low, clip_ratio_low=alg.clip_ratio_low, clip_ratio_high=alg.clip_ratio_high,
         dual_clip=alg.clip_ratio_c, ent_coef=alg.entropy_bonus, max_grad_norm=a.optim.clip_grad,
         target_kl=alg.target_kl, ratio_level=LOGPROB_TYPES[alg.logprob_type],
-        bf16=None if a.model.precision == "bf16" else False, seed=a.seed, policy_kwargs=policy_kwargs(c),
+        bf16=None if a.model.precision == "bf16" else False, master_weights=a.model.master_weights,
+        seed=a.seed, policy_kwargs=policy_kwargs(c),
         recompute_log_probs=recompute_log_probs(c), lr_warmup_steps=a.optim.lr_warmup_steps,
     )
     if alg.adv_type == "grpo":
@@ -303,7 +318,7 @@ class EmbodiedRunner:
         devices = rollout_worker_devices(self.placement)
         if not devices:
             return None
-        kwargs = dict(model.policy_kwargs)
+        kwargs = acting_copy_kwargs(self.cfg, model.policy_kwargs)
         fast = self.cfg.rollout.fast_inference.kwargs()
         if fast is not None and fast["fp8"]:
             check_fp8_here()

@@ -85,11 +85,18 @@ def check_fast_inference(c: EvalConfig, device: str) -> None:
 
 
 def load_policy(c: EvalConfig, device: str):
-    """The policy of a released checkpoint folder or of an RL `actor.zip`."""
+    """The policy of a released checkpoint folder or of an RL `actor.zip`, in the dtype it infers in:
+    bfloat16 on CUDA, float32 on the CPU (an RL checkpoint holds float32 master weights; both kinds are
+    evaluated alike)."""
+    import torch
+
+    dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
     if c.checkpoint:
         from algorithms import PPO
 
-        return PPO.load(c.checkpoint, device=device).policy
+        policy = PPO.load(c.checkpoint, device=device).policy
+        policy.model.set_dtype(dtype)
+        return policy
     import gymnasium as gym
     import numpy as np
 
@@ -103,7 +110,7 @@ def load_policy(c: EvalConfig, device: str):
     action_space = gym.spaces.Box(np.tile(ACTION_LOW, k), np.tile(ACTION_HIGH, k), dtype=np.float32)
     policy = OpenVLAOFTPolicy(sb3_observation_space(observation_space(c.image_size)), action_space,
                               make_lr_schedule(0.0), model_path=c.model_path, unnorm_key=c.unnorm_key,
-                              model_device=device)
+                              torch_dtype=dtype, model_device=device)
     return policy.to(device)
 
 

@@ -96,7 +96,8 @@ def main(argv=None) -> None:
             ax.set_ylabel("success per task (episodes ending in the rollout)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-        fig.suptitle("RL from the SFT checkpoint (embedded backend, 4 tasks)")
+        trained = f", {len(tasks)} task{'s' * (len(tasks) > 1)}: {', '.join(tasks)}" if tasks else ""
+        fig.suptitle(f"RL from the SFT checkpoint (embedded backend{trained})")
         fig.tight_layout()
         path = os.path.join(a.out, "learning_rl_curves.png")
         fig.savefig(path, dpi=110)

@@ -51,6 +51,23 @@ def test_skills_configs_carry_run_13s_rl_recipe(compose, name, tmp_path):
     assert check_run_config(c, gpus_per_node=1).layout == "collocated"
 
 
+@pytest.mark.parametrize("overrides,built,trained", [
+    ([], "float32", True),  # full fine-tuning: the SFT checkpoint loads unrounded, trained in float32
+    (["actor.model.is_lora=true"], "bfloat16", True),  # LoRA: the frozen base in bf16, the trainer casts adapters
+    (["actor.model.master_weights=false"], "bfloat16", False),  # runs 1-14: trained in bf16
+])
+def test_the_actor_trains_float32_master_weights(compose, tmp_path, overrides, built, trained):
+    from algorithms.distributed.runner import acting_copy_kwargs, trainer_kwargs
+
+    (tmp_path / "config.json").write_text("{}")
+    c = to_run_config(compose("behavior_ppo_openvlaoft_skills", [f"actor.model.model_path={tmp_path}", *overrides]))
+    kwargs = trainer_kwargs(c)
+    assert c.actor.model.precision == "bf16" and kwargs["bf16"] is None  # bf16 autocast on CUDA
+    assert kwargs["policy_kwargs"]["torch_dtype"] == built and kwargs["master_weights"] is trained
+    # rollout workers' copies only infer: in the compute precision whatever the trainer holds
+    assert acting_copy_kwargs(c, kwargs["policy_kwargs"])["torch_dtype"] == "bfloat16"
+
+
 def test_user_guide_keys(compose):
     """The keys the user guide names, set on the command line."""
     c = to_run_config(compose("behavior_ppo_openvlaoft_embedded", [
