@@ -113,22 +113,18 @@ def atomic_save(write, path: str | os.PathLike) -> pathlib.Path:
     return final
 
 
-def keep_float32_master_weights(module: th.nn.Module, autocast: bool) -> int:
+def keep_float32_master_weights(module: th.nn.Module, autocast: bool) -> None:
     """Make `module`'s trained parameters float32 in place (the same Parameter objects, so an
-    optimizer built before still holds them; its moments follow at their first step); returns how
-    many were cast. With `autocast` (bf16 forward passes) frozen parameters keep their dtype; without
-    it every floating-point parameter and buffer becomes float32, since the forward pass then computes
-    in the parameters' own dtype and mixed dtypes would meet in one layer."""
-    cast = 0
+    optimizer built before still holds them). With `autocast` (bf16 forward passes) frozen parameters
+    keep their dtype; without it every floating-point parameter and buffer becomes float32, since the
+    forward pass then computes in the parameters' own dtype and mixed dtypes would meet in one layer."""
     for p in module.parameters():
         if p.is_floating_point() and p.dtype != th.float32 and (p.requires_grad or not autocast):
             p.data = p.data.float()
-            cast += 1
     if not autocast:
         for b in module.buffers():
             if b.is_floating_point() and b.dtype != th.float32:
                 b.data = b.data.float()
-    return cast
 
 
 class PPO(SB3PPO):
