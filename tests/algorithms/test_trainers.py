@@ -258,6 +258,22 @@ def test_a_saved_run_resumes_with_its_float32_master_weights(toys, tmp_path):
     for (k, a), b in zip(model.policy.state_dict().items(), loaded.policy.state_dict().values(), strict=True):
         assert b.dtype == a.dtype and th.equal(a, b), k  # float32, unrounded
 
+    # a run saved while it trained in bf16 (runs 1-14) resumes with master weights: its weights and Adam
+    # moments are cast as they load (custom_objects stands in for the attribute those checkpoints lack)
+    old = PPO(_bf16_policy(toys), toys.make_toy_vec_env(4), n_steps=16, batch_size=32, bf16=True,
+              master_weights=False, seed=0)
+    recorded(old)
+    old.learn(64)
+    old.save(tmp_path / "old.zip")
+    resumed = PPO.load(tmp_path / "old.zip", env=toys.make_toy_vec_env(4), custom_objects={"master_weights": True})
+    for (k, a), b in zip(old.policy.state_dict().items(), resumed.policy.state_dict().values(), strict=True):
+        assert th.equal(a.float(), b.float()), k
+    assert {p.dtype for p in resumed.policy.parameters()} == {th.float32}
+    moments = [v for st in resumed.policy.optimizer.state.values() for key, v in st.items() if key != "step"]
+    assert moments and {m.dtype for m in moments} == {th.float32}
+    recorded(resumed)
+    resumed.learn(64, reset_num_timesteps=False)
+
 
 @pytest.mark.parametrize("level", ["action", "chunk"])
 def test_ratio_levels(toys, level):
