@@ -55,6 +55,16 @@ def test_embedded_ppo_trains_logs_films_saves_and_resumes(tmp_path):
     config = open(os.path.join(folder, "config.yaml")).read()
     assert "video_base_dir: " + os.path.join(folder, "video", "train") in config
 
+    # evaluate.py runs an RL checkpoint (its float32 master weights, in the dtype it infers in)
+    evaluate = os.path.join(os.path.dirname(SCRIPT), "evaluate.py")
+    res = tmp_path / "eval.json"
+    out = subprocess.run([sys.executable, evaluate, f"checkpoint={folder}/checkpoints/global_step_2/actor.zip",
+                          "tasks=[pick_and_place]", "episodes_per_task=1", "num_envs=1", "image_size=64",
+                          "max_episode_steps=16", "modes=[greedy]", "unnorm_key=null", f"out={res}", "device=cpu"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert json.load(open(res))["modes"]["greedy"]["per_task"]["pick_and_place"]["episodes"] == 1
+
     # resumed with fast inference (fused projections; no compiling on this CPU): the trainer's own policy
     # acts with it, and the update recomputes the old log-probs (the config decides, not the checkpoint)
     resumed_root = tmp_path / "resumed"
