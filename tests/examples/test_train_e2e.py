@@ -55,7 +55,7 @@ def test_embedded_ppo_trains_logs_films_saves_and_resumes(tmp_path):
     config = open(os.path.join(folder, "config.yaml")).read()
     assert "video_base_dir: " + os.path.join(folder, "video", "train") in config
 
-    # evaluate.py runs an RL checkpoint (its float32 master weights, in the dtype it infers in)
+    # evaluate.py runs an RL run's checkpoint (actor.zip), loaded in the dtype it infers in
     evaluate = os.path.join(os.path.dirname(SCRIPT), "evaluate.py")
     res = tmp_path / "eval.json"
     out = subprocess.run([sys.executable, evaluate, f"checkpoint={folder}/checkpoints/global_step_2/actor.zip",
