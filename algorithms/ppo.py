@@ -118,13 +118,12 @@ def keep_float32_master_weights(module: th.nn.Module, autocast: bool) -> None:
     optimizer built before still holds them). With `autocast` (bf16 forward passes) frozen parameters
     keep their dtype; without it every floating-point parameter and buffer becomes float32, since the
     forward pass then computes in the parameters' own dtype and mixed dtypes would meet in one layer."""
-    for p in module.parameters():
-        if p.is_floating_point() and p.dtype != th.float32 and (p.requires_grad or not autocast):
-            p.data = p.data.float()
     if not autocast:
-        for b in module.buffers():
-            if b.is_floating_point() and b.dtype != th.float32:
-                b.data = b.data.float()
+        module.float()  # in place (`.data`): the same Parameter objects
+        return
+    for p in module.parameters():
+        if p.requires_grad and p.is_floating_point() and p.dtype != th.float32:
+            p.data = p.data.float()
 
 
 class PPO(SB3PPO):
