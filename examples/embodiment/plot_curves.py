@@ -68,7 +68,9 @@ def main(argv=None) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter
 
+    steps_fmt = EngFormatter(sep="")  # 200k, 1.2M: plain integers run into each other on the axis
     os.makedirs(a.out, exist_ok=True)
     runs = rl_runs(a.logs)
     if runs:
@@ -82,6 +84,7 @@ def main(argv=None) -> None:
                     xs, ys = zip(*tags[tag])
                     ax.plot(xs, smooth(list(ys), a.smooth), label=name)
             ax.set_xlabel("env steps")
+            ax.xaxis.set_major_formatter(steps_fmt)
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
             ax.legend()
@@ -93,6 +96,7 @@ def main(argv=None) -> None:
                         xs, ys = zip(*tags[prefix + task])
                         ax.plot(xs, smooth(list(ys), a.smooth), style, color=f"C{i}", label=f"{name} {task}")
             ax.set_xlabel("env steps")
+            ax.xaxis.set_major_formatter(steps_fmt)
             ax.set_ylabel("success per task (episodes ending in the rollout)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
