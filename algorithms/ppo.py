@@ -163,6 +163,17 @@ class PPO(SB3PPO):
             at lr 1e-4 the first PPO update from an SFT checkpoint had a per-token approx. KL of
             0.14-0.19 against 0.004-0.02 later (learning runs 8 and 9). Counts the policy's own steps
             (after any critic warmup).
+        desired_kl: adapt the policy group's learning rate to keep the per-token approximate KL between
+            the rollout's policy and the one being updated near this value (None: the schedule's rate as
+            it is). Before each optimizer step the rate is divided by 1.5 when the minibatch's `approx_kl`
+            exceeds twice `desired_kl` and multiplied by 1.5 (up to the schedule's rate, the ceiling)
+            when it is below half of it; the factor carries over between updates and checkpoints, down
+            to `min_lr_factor` of the schedule's rate. The rule is RSL-RL's adaptive schedule with the
+            given rate as its ceiling. Why: one learning rate moves different policies by very different
+            amounts; at lr 2e-5 the 75.6M-parameter VLA's updates had a per-token KL of 0.003-0.016 and
+            the CPU proxy's state clone's 0.0015, and the proxy loses its cloned skill at 0.006-0.009
+            and keeps it at 0.0015 (learning run 15, docs/learning/README.md).
+        min_lr_factor: the lowest fraction of the schedule's rate that `desired_kl` can set.
         critic_warmup_updates: the first this many updates (`train` calls) train the value head only;
             the policy's parameters get no gradient and no step (RLinf's `critic_warmup_steps`). A
             critic that starts from scratch gives noisy advantages, and a policy cloned to act well
@@ -205,6 +216,8 @@ class PPO(SB3PPO):
         recompute_log_probs: bool = False,
         lr_warmup_steps: int = 0,
         critic_warmup_updates: int = 0,
+        desired_kl: float | None = None,
+        min_lr_factor: float = 1e-3,
         rollout_buffer_class: type[RolloutBuffer] | None = None,
         rollout_buffer_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
@@ -231,6 +244,13 @@ class PPO(SB3PPO):
         if critic_warmup_updates and not self._use_value_loss:
             raise ValueError(f"{type(self).__name__} has no critic to warm up; set critic_warmup_updates=0")
         self.critic_warmup_updates = int(critic_warmup_updates)
+        if desired_kl is not None and not desired_kl > 0:
+            raise ValueError(f"desired_kl must be > 0 (None: a fixed learning rate), got {desired_kl}")
+        if not 0 < min_lr_factor <= 1:
+            raise ValueError(f"min_lr_factor must be in (0, 1], got {min_lr_factor}")
+        self.desired_kl = None if desired_kl is None else float(desired_kl)
+        self.min_lr_factor = float(min_lr_factor)
+        self._kl_lr_factor = 1.0  # desired_kl's factor on the policy's learning rate
         self._train_calls = 0  # updates done (critic warmup included)
         self._actor_steps = 0  # optimizer steps that moved the policy
         self.clip_ratio_low = clip_range if clip_ratio_low is None else clip_ratio_low
@@ -298,12 +318,21 @@ class PPO(SB3PPO):
         lr = self.lr_schedule(self._current_progress_remaining)
         value_lr = self.value_lr_schedule(self._current_progress_remaining) if self.value_lr_schedule else lr
         self._policy_lr = lr
-        lr = lr * self._warmup_factor()
+        lr = lr * self._warmup_factor() * self._kl_lr_factor
         self.logger.record(M.ACTOR_LR, lr)
         self.logger.record(M.ACTOR_VALUE_LR, value_lr)
         for opt in optimizers if isinstance(optimizers, list) else [optimizers]:
             for group in opt.param_groups:
                 group["lr"] = value_lr if group.get("name") == "value_head" else lr
+
+    def _adapt_to_kl(self, kl: float) -> None:
+        """`desired_kl`'s rule on the factor of the policy's learning rate, from one minibatch's KL."""
+        if self.desired_kl is None:
+            return
+        if kl > 2.0 * self.desired_kl:
+            self._kl_lr_factor = max(self._kl_lr_factor / 1.5, self.min_lr_factor)
+        elif kl < 0.5 * self.desired_kl:
+            self._kl_lr_factor = min(self._kl_lr_factor * 1.5, 1.0)
 
     def _warmup_factor(self) -> float:
         """The policy lr's factor for the next optimizer step (`lr_warmup_steps`)."""
@@ -567,10 +596,13 @@ class PPO(SB3PPO):
                 if group.get("name") != "value_head":
                     for p in group["params"]:
                         p.grad = None
-        elif self.lr_warmup_steps and self._policy_lr is not None:
+        elif (self.lr_warmup_steps or self.desired_kl is not None) and self._policy_lr is not None:
+            self._adapt_to_kl(stats["approx_kl"])
+            lr = self._policy_lr * self._warmup_factor() * self._kl_lr_factor
+            stats["lr"] = lr
             for group in optimizer.param_groups:
                 if group.get("name") != "value_head":
-                    group["lr"] = self._policy_lr * self._warmup_factor()
+                    group["lr"] = lr
         optimizer.step()
         self._actor_steps += 0 if self._critic_only else 1
         self._n_updates += 1
@@ -649,7 +681,7 @@ class PPO(SB3PPO):
         names = {"loss": M.ACTOR_LOSS, "policy_loss": M.ACTOR_POLICY_LOSS, "value_loss": M.ACTOR_VALUE_LOSS,
                  "grad_norm": M.ACTOR_GRAD_NORM, "approx_kl": M.ACTOR_APPROX_KL, "pg_clipfrac": M.ACTOR_PG_CLIPFRAC,
                  "value_clip_ratio": M.ACTOR_VALUE_CLIP_RATIO, "entropy": M.ACTOR_ENTROPY,
-                 "undrawable_fraction": M.ACTOR_UNDRAWABLE_FRACTION}
+                 "undrawable_fraction": M.ACTOR_UNDRAWABLE_FRACTION, "lr": M.ACTOR_LR}
         if not self._use_value_loss:
             names.pop("value_loss")
             names.pop("value_clip_ratio")

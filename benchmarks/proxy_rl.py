@@ -13,9 +13,9 @@ as `bc_clonability.py` measures it.
 
 `--clone PATH` reuses a clone saved by an earlier run (`--save-clone PATH`); `--temperature` is the
 rollout sampling temperature (also the one PPO's log-probs are taken at), `--warmup` PPO's
-`lr_warmup_steps`, `--critic-warmup` its `critic_warmup_updates`; `--algo grpo` trains with
-`algorithms.GRPO` instead (groups of `--group-size` envs from one seeded start, no critic). Prints
-one line per evaluation and writes `--out` (JSON).
+`lr_warmup_steps`, `--critic-warmup` its `critic_warmup_updates`, `--desired-kl` its `desired_kl`;
+`--algo grpo` trains with `algorithms.GRPO` instead (groups of `--group-size` envs from one seeded
+start, no critic). Prints one line per evaluation and writes `--out` (JSON).
 """
 
 from __future__ import annotations
@@ -192,6 +192,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--value-lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=0, help="PPO lr_warmup_steps")
+    ap.add_argument("--desired-kl", type=float, default=None,
+                    help="PPO/GRPO desired_kl: adapt the lr (at most --lr) to this per-token KL per update")
     ap.add_argument("--critic-warmup", type=int, default=0, help="PPO critic_warmup_updates (value head only)")
     ap.add_argument("--temperature", type=float, default=1.0, help="rollout sampling temperature")
     ap.add_argument("--top-k", type=int, default=0, help="rollouts sample among the K most likely tokens (0: all); "
@@ -234,6 +236,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(1)
         common = dict(learning_rate=a.lr, n_steps=a.n_steps, batch_size=a.batch, n_epochs=a.epochs, gamma=0.99,
                       clip_ratio_low=0.2, clip_ratio_high=0.28, max_grad_norm=1.0, lr_warmup_steps=a.warmup,
+                      desired_kl=a.desired_kl,
                       master_weights=not a.no_master_weights, seed=a.seed, device="cpu",
                       policy_kwargs={"clone": clone, "temperature": a.temperature, "top_k": a.top_k,
                                      "dtype": torch.bfloat16 if a.weights == "bf16" else torch.float32})
@@ -261,7 +264,7 @@ def main(argv=None) -> int:
                   f"{rows[-1]['reached_5cm']:.0%}  lift {rows[-1]['lifted_2cm']:.0%}  rollout success (last "
                   f"{len(log[-1]['ep_success'])} episodes) {rollout:.0%}  ({rows[-1]['seconds']:.0f} s of RL)  "
                   + "  ".join(f"{k.split('/')[1]} {rows[-1]['train'].get(k, float('nan')):.3g}"
-                              for k in ("actor/approx_kl", "actor/pg_clipfrac", "actor/entropy"))
+                              for k in ("actor/approx_kl", "actor/pg_clipfrac", "actor/entropy", "actor/lr"))
                   + _decodes_line(rows[-1]), flush=True)
         venv.close()
     out = {"args": vars(a), "clone_samples": clone["samples"], "evaluations": rows, "training_episodes": log}

@@ -200,6 +200,7 @@ class AlgorithmConfig:
     entropy_bonus: float = 0.0
     update_epoch: int = 1
     target_kl: float | None = None
+    desired_kl: float | None = None  # adapt the actor's lr to this per-token KL per update (None: fixed lr)
     logprob_type: str = "token_level"  # token_level, action_level or chunk_level ratios
     reward_type: str = "chunk_level"
     group_size: int = 1  # GRPO: envs per group (same initial state)
@@ -518,6 +519,8 @@ def check_run_config(c: RunConfig, gpus_per_node: int) -> ComponentPlacement:
         add("algorithm.gae_lambda", f"must be in [0, 1], got {alg.gae_lambda}")
     if alg.update_epoch < 1:
         add("algorithm.update_epoch", f"must be >= 1, got {alg.update_epoch}")
+    if alg.desired_kl is not None and not alg.desired_kl > 0:
+        add("algorithm.desired_kl", f"must be > 0, or null for a fixed learning rate, got {alg.desired_kl}")
 
     problems.extend(_fast_inference_problems(c, placement, gpus_per_node))
 

@@ -102,7 +102,7 @@ def trainer_kwargs(c: RunConfig) -> dict[str, Any]:
         micro_batch_size=a.micro_batch_size, n_epochs=alg.update_epoch, gamma=alg.gamma, gae_lambda=alg.gae_lambda,
         clip_range=alg.clip_ratio_low, clip_ratio_low=alg.clip_ratio_low, clip_ratio_high=alg.clip_ratio_high,
         dual_clip=alg.clip_ratio_c, ent_coef=alg.entropy_bonus, max_grad_norm=a.optim.clip_grad,
-        target_kl=alg.target_kl, ratio_level=LOGPROB_TYPES[alg.logprob_type],
+        target_kl=alg.target_kl, desired_kl=alg.desired_kl, ratio_level=LOGPROB_TYPES[alg.logprob_type],
         bf16=None if a.model.precision == "bf16" else False, master_weights=a.model.master_weights,
         seed=a.seed, policy_kwargs=policy_kwargs(c),
         recompute_log_probs=recompute_log_probs(c), lr_warmup_steps=a.optim.lr_warmup_steps,

@@ -188,6 +188,52 @@ def test_target_kl_stops_early(toys):
     assert model._n_updates < 10 * 2
 
 
+@pytest.mark.parametrize("algo", ["ppo", "grpo"])
+def test_desired_kl_adapts_the_policy_lr_to_the_update_s_kl(toys, algo, tmp_path):
+    """`desired_kl`: before each step the policy group's lr is divided by 1.5 when the minibatch's KL is
+    above twice the target and multiplied by 1.5 (up to the given lr) when below half; the value head's
+    lr stays; the factor carries over to the next update and through a checkpoint. The same updates
+    without it move the policy further (a higher mean KL per update)."""
+    make = ppo if algo == "ppo" else grpo
+    extra = {"value_lr": 5e-2} if algo == "ppo" else {}
+    kls = {}
+    for target in (None, 1e-4):
+        model = make(toys, learning_rate=0.3, n_epochs=10, desired_kl=target, min_lr_factor=1e-9, **extra)
+        rec = recorded(model)
+        seen = _record_group_lrs(model)
+        model.learn(64 if algo == "ppo" else 48)
+        kls[target] = rec.values[M.ACTOR_APPROX_KL][-1]
+    policy_lrs = np.array([s["policy"] for s in seen])
+    ratios = policy_lrs[1:] / policy_lrs[:-1]
+    assert np.all(policy_lrs <= 0.3 + 1e-12) and policy_lrs.min() < 0.3 / 1.5 ** 3
+    assert np.all(np.isclose(ratios, 1 / 1.5) | np.isclose(ratios, 1.0) | np.isclose(ratios, 1.5))
+    if algo == "ppo":
+        assert all(s["value_head"] == 5e-2 for s in seen)
+    assert kls[1e-4] < kls[None]
+    factor = model._kl_lr_factor
+    assert 0 < factor < 1 and rec.values[M.ACTOR_LR][-1] < 0.3
+    model.save(tmp_path / "m.zip")
+    loaded = type(model).load(tmp_path / "m.zip", env=model.env)
+    assert loaded._kl_lr_factor == factor and loaded.desired_kl == 1e-4
+    # a target the updates never reach half of: the lr stays the given one
+    model = make(toys, learning_rate=1e-4, desired_kl=10.0, **extra)
+    seen = _record_group_lrs(model)
+    model.learn(64 if algo == "ppo" else 48)
+    np.testing.assert_allclose([s["policy"] for s in seen], 1e-4)
+    with pytest.raises(ValueError, match="desired_kl"):
+        make(toys, desired_kl=0.0)
+    with pytest.raises(ValueError, match="min_lr_factor"):
+        make(toys, desired_kl=0.01, min_lr_factor=0.0)
+
+
+def test_desired_kl_never_sets_the_lr_below_its_floor(toys):
+    model = ppo(toys, learning_rate=0.3, n_epochs=10, desired_kl=1e-9, min_lr_factor=0.1)
+    seen = _record_group_lrs(model)
+    model.learn(128)
+    policy_lrs = [s["policy"] for s in seen]
+    assert min(policy_lrs) == pytest.approx(0.03) and policy_lrs[-1] == pytest.approx(0.03)
+
+
 def test_bf16_autocast_on_cpu(toys):
     model = ppo(toys, bf16=True)
     rec = recorded(model)
