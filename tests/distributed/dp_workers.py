@@ -100,6 +100,18 @@ def toy_gradients_and_update(rank: int, world_size: int, strategy: str, algo: st
     return out
 
 
+def toy_desired_kl_update(rank: int, world_size: int, strategy: str) -> dict[str, float]:
+    """desired_kl adapts the lr from the global minibatch's KL: every rank lowers it as one process does,
+    and the 2-rank update equals the 1-rank one."""
+    ref, dp = _toy_pair(rank, world_size, strategy, "ppo", desired_kl=1e-7)
+    _recorded(ref), _recorded(dp)
+    ref.train()
+    dp.train()
+    return {"param_diff": _max_diff({k: v.detach() for k, v in ref.policy.named_parameters()},
+                                    {k: v.detach() for k, v in dp.policy.named_parameters()}),
+            "factors": (ref._kl_lr_factor, dp._kl_lr_factor)}
+
+
 def toy_recomputed_update(rank: int, world_size: int, strategy: str) -> dict[str, float]:
     """recompute_log_probs on rollout log-probs off by a known amount: the 2-rank update and its gap metric
     equal the one-process ones (the recomputation runs through the wrapped module, as the loss)."""

@@ -45,6 +45,13 @@ def test_recomputed_log_probs_equal_one_process():
             assert r["gap"] > 0.05 and r["gap_dp"] == pytest.approx(r["gap"], rel=1e-5), strategy
 
 
+def test_desired_kl_adapts_the_lr_alike_on_every_rank():
+    for r in launch_local(dp_workers.toy_desired_kl_update, 2, "ddp"):
+        ref_factor, dp_factor = r["factors"]
+        assert ref_factor < 1 and dp_factor == pytest.approx(ref_factor)
+        assert r["param_diff"] < 1e-4
+
+
 def test_grpo_update_with_an_unused_value_head_equals_one_process():
     for r in launch_local(dp_workers.toy_gradients_and_update, 2, "ddp", "grpo"):
         _check_toy(r)
