@@ -171,8 +171,9 @@ class PPO(SB3PPO):
             to `min_lr_factor` of the schedule's rate. The rule is RSL-RL's adaptive schedule with the
             given rate as its ceiling. Why: one learning rate moves different policies by very different
             amounts; at lr 2e-5 the 75.6M-parameter VLA's updates had a per-token KL of 0.003-0.016 and
-            the CPU proxy's state clone's 0.0015, and the proxy loses its cloned skill at 0.006-0.009
-            and keeps it at 0.0015 (learning run 15, docs/learning/README.md).
+            the CPU proxy's state clone's 0.0013-0.0017, and the proxy keeps its cloned skill there and
+            loses it at 5e-5 (KL 0.0035-0.0044); with desired_kl=0.0015 from lr 1e-4 it settles at
+            1.8e-5 and keeps it (learning run 15, docs/learning/README.md).
         min_lr_factor: the lowest fraction of the schedule's rate that `desired_kl` can set.
         critic_warmup_updates: the first this many updates (`train` calls) train the value head only;
             the policy's parameters get no gradient and no step (RLinf's `critic_warmup_steps`). A
