@@ -37,6 +37,8 @@ ROLLOUT_VALID_FRACTION = "rollout/valid_fraction"  # fraction of stored steps th
 ROLLOUT_FILTERED_GROUPS = "rollout/filtered_groups"  # GRPO: fraction of complete groups filtered out
 # with recompute_log_probs: mean |rollout log-prob - the update's recomputed one| per token of the valid samples
 ROLLOUT_LOG_PROB_GAP = "rollout/log_prob_gap"
+# with recompute_log_probs and top-k: fraction of the valid stored tokens outside the update's forward's top k
+ROLLOUT_RECOMPUTE_UNDRAWABLE = "rollout/recompute_undrawable_fraction"
 
 # --- env (per finished episode, averaged over the episodes that ended in the rollout) -------------
 ENV_EPISODE_LEN = "env/episode_len"  # true length in env steps, from info["episode_len"]

@@ -52,6 +52,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from algorithms import metrics as M
 from algorithms.buffers import LeanRolloutBuffer, LeanRolloutBufferSamples
 from algorithms.objectives import (
+    UNDRAWABLE_LOG_PROB,
     aggregate_log_probs,
     approx_kl,
     clipped_policy_loss,
@@ -510,15 +511,18 @@ class PPO(SB3PPO):
         from 1. Values, returns and advantages stay as computed at rollout time (the critic's estimates then
         come from the acting pass; their error is the value loss's to fix, not the ratios').
 
-        Records `rollout/log_prob_gap` (mean |rollout - recomputed| per token of the valid samples) and
-        the time it took. Only valid samples are recomputed in one process; with data parallelism every
-        sample (each rank then runs the same number of passes, which DDP / FSDP need)."""
+        Records `rollout/log_prob_gap` (mean |rollout - recomputed| per token of the valid samples that
+        both passes can draw), with top-k sampling `rollout/recompute_undrawable_fraction` (the share of
+        the valid tokens the rollout drew that the update's forward cannot: outside its top k, where the
+        two passes' logits order near-tied bins differently) and the time it took. Only valid samples are
+        recomputed in one process; with data parallelism every sample (each rank then runs the same number
+        of passes, which DDP / FSDP need)."""
         t0 = time.perf_counter()
         old = buffer._flat(buffer.log_probs)  # a view: writing into it writes into the buffer
         masks = buffer._flat(buffer.masks)
         rows = np.arange(len(old)) if self._world_size > 1 else np.flatnonzero(masks > 0)
         size = self.micro_batch_size or max(len(rows), 1)
-        gap = 0.0
+        gap = counted = lost = 0.0
         with th.no_grad():
             for start in range(0, len(rows), size):
                 idx = rows[start:start + size]
@@ -527,10 +531,21 @@ class PPO(SB3PPO):
                 if new.shape[1] != old.shape[1]:
                     raise ValueError(f"the update's forward gives {new.shape[1]} log-probs per sample, the rollout "
                                      f"stored {old.shape[1]}: both must be per token or both per chunk")
-                gap += float((np.abs(old[idx] - new) * masks[idx, None]).sum())
-                old[idx] = new
-        gap, tokens = self._all_reduce_sum([gap, float(masks.sum()) * old.shape[1]])
-        self.logger.record(M.ROLLOUT_LOG_PROB_GAP, gap / max(tokens, 1.0))
+                # with top-k a stored token can lie outside the update's top k (log-prob about -1e30): it
+                # keeps the rollout's log-prob, so that its ratio is 0 and it adds no gradient, as a token
+                # an update pushed out (undrawable_fraction); it is counted apart, and the gap is taken
+                # over the tokens both passes can draw
+                weight = np.broadcast_to(masks[idx, None], new.shape)
+                acted, drawable = old[idx] > UNDRAWABLE_LOG_PROB, new > UNDRAWABLE_LOG_PROB
+                both = weight * (acted & drawable)
+                gap += float((np.abs(old[idx] - new) * both).sum())
+                counted += float(both.sum())
+                lost += float((weight * (acted & ~drawable)).sum())
+                old[idx] = np.where(acted & ~drawable, old[idx], new)
+        gap, counted, lost, tokens = self._all_reduce_sum([gap, counted, lost, float(masks.sum()) * old.shape[1]])
+        self.logger.record(M.ROLLOUT_LOG_PROB_GAP, gap / max(counted, 1.0))
+        if getattr(self.policy, "top_k", 0):
+            self.logger.record(M.ROLLOUT_RECOMPUTE_UNDRAWABLE, lost / max(tokens, 1.0))
         self.logger.record(M.TIME_RECOMPUTE_LOG_PROBS, time.perf_counter() - t0)
 
     def _micro_batch_log_probs(self, mb: LeanRolloutBufferSamples) -> th.Tensor:

@@ -428,3 +428,40 @@ def test_recomputed_log_probs_make_the_first_ratios_one(toys, monkeypatch, algo,
     else:
         assert log_ratio.abs().max() > 0.1  # the offset shows in the ratios
         assert M.ROLLOUT_LOG_PROB_GAP not in rec.values
+
+
+def test_recomputed_log_probs_with_top_k_count_the_tokens_the_update_cannot_draw(toys):
+    """With top-k sampling the update's forward can rank near-tied bins differently from the rollout's:
+    the tokens it cannot draw (log-prob about -1e30) are counted in their own metric, keep the rollout's
+    log-prob (ratio 0: no gradient, as tokens an update pushes out), and the gap is taken over the tokens
+    both passes can draw (it was about 1e28 before)."""
+    from algorithms.objectives import UNDRAWABLE_LOG_PROB
+
+    class TopK(toys.TinyTokenPolicy):
+        top_k = 3
+
+        def _dist(self, obs):
+            dist, values = super()._dist(obs)
+            logits = dist.logits
+            kth = logits.topk(self.top_k, dim=-1).values[..., -1:]
+            return th.distributions.Categorical(logits=logits.masked_fill(logits < kth, -1e30)), values
+
+    model = PPO(TopK, toys.make_toy_vec_env(4), n_steps=16, batch_size=32, n_epochs=1, seed=0,
+                recompute_log_probs=True)
+    with th.no_grad():  # bins that differ by little, as the VLA's smoothed ones
+        model.policy.action_head.bias.copy_(th.randn(model.policy.action_head.bias.shape) * 0.05)
+    rec = recorded(model)
+    _, callback = model._setup_learn(16 * 4)
+    model.collect_rollouts(model.env, callback, model.rollout_buffer, 16)
+    buf = model.rollout_buffer
+    assert (buf.log_probs > UNDRAWABLE_LOG_PROB).all()  # the rollout drew only tokens it could draw
+    with th.no_grad():  # another forward pass: logits a little off
+        model.policy.action_head.bias.add_(th.randn(model.policy.action_head.bias.shape) * 0.05)
+    model.train()
+    lost = rec.values[M.ROLLOUT_RECOMPUTE_UNDRAWABLE][-1]
+    assert 0.05 < lost < 0.9
+    # they keep the rollout's log-prob (a ratio of 0, no gradient), counted as undrawable by the update
+    assert (buf.log_probs > UNDRAWABLE_LOG_PROB).all()
+    assert rec.values[M.ACTOR_UNDRAWABLE_FRACTION][-1] >= lost * 0.9
+    assert 0 < rec.values[M.ROLLOUT_LOG_PROB_GAP][-1] < 1.0
+    assert np.isfinite(rec.values[M.ACTOR_LOSS][-1]) and np.isfinite(rec.values[M.ACTOR_APPROX_KL][-1])
