@@ -320,12 +320,17 @@ class PPO(SB3PPO):
         lr = self.lr_schedule(self._current_progress_remaining)
         value_lr = self.value_lr_schedule(self._current_progress_remaining) if self.value_lr_schedule else lr
         self._policy_lr = lr
-        lr = lr * self._warmup_factor() * self._kl_lr_factor
+        lr = self._step_policy_lr()
         self.logger.record(M.ACTOR_LR, lr)
         self.logger.record(M.ACTOR_VALUE_LR, value_lr)
         for opt in optimizers if isinstance(optimizers, list) else [optimizers]:
             for group in opt.param_groups:
                 group["lr"] = value_lr if group.get("name") == "value_head" else lr
+
+    def _step_policy_lr(self) -> float:
+        """The policy group's lr for the next optimizer step: the schedule's, times the warmup's and
+        `desired_kl`'s factors."""
+        return self._policy_lr * self._warmup_factor() * self._kl_lr_factor
 
     def _adapt_to_kl(self, kl: float) -> None:
         """`desired_kl`'s rule on the factor of the policy's learning rate, from one minibatch's KL."""
@@ -537,11 +542,11 @@ class PPO(SB3PPO):
                 # over the tokens both passes can draw
                 weight = np.broadcast_to(masks[idx, None], new.shape)
                 acted, drawable = old[idx] > UNDRAWABLE_LOG_PROB, new > UNDRAWABLE_LOG_PROB
-                both = weight * (acted & drawable)
+                both, out = weight * (acted & drawable), acted & ~drawable
                 gap += float((np.abs(old[idx] - new) * both).sum())
                 counted += float(both.sum())
-                lost += float((weight * (acted & ~drawable)).sum())
-                old[idx] = np.where(acted & ~drawable, old[idx], new)
+                lost += float((weight * out).sum())
+                old[idx] = np.where(out, old[idx], new)
         gap, counted, lost, tokens = self._all_reduce_sum([gap, counted, lost, float(masks.sum()) * old.shape[1]])
         self.logger.record(M.ROLLOUT_LOG_PROB_GAP, gap / max(counted, 1.0))
         if getattr(self.policy, "top_k", 0):
@@ -614,8 +619,7 @@ class PPO(SB3PPO):
                         p.grad = None
         elif (self.lr_warmup_steps or self.desired_kl is not None) and self._policy_lr is not None:
             self._adapt_to_kl(stats["approx_kl"])
-            lr = self._policy_lr * self._warmup_factor() * self._kl_lr_factor
-            stats["lr"] = lr
+            lr = stats["lr"] = self._step_policy_lr()
             for group in optimizer.param_groups:
                 if group.get("name") != "value_head":
                     group["lr"] = lr
