@@ -80,3 +80,39 @@ def test_top_k_rollouts_sample_among_the_k_best_tokens_and_ppo_stays_finite():
     model.learn(8, reset_num_timesteps=False)
     assert "actor/undrawable_fraction" not in last.values and "actor/approx_kl" in last.values
     venv.close()
+
+
+def test_rft_rollout_records_the_tokens_it_acted_on_and_fine_tuning_fits_them(tmp_path):
+    """benchmarks/proxy_rft.py: an episode's recorded (input, tokens) pairs are the clone's inputs and top-3
+    draws, and fine-tuning a network on them raises their likelihood."""
+    import bc_clonability as B
+    import proxy_rft as R
+
+    threads = torch.get_num_threads()
+    demo = B._record(("pick_and_place", 0, "standoff", 0.0, 0.0))
+    clone = B.train([demo], 0.0, steps=20, batch=32, seed=0, sigma=2.0)
+    path = str(tmp_path / "clone.pt")
+    torch.save(clone, path)
+    try:
+        ep = R._rollout(("pick_and_place", R.RFT_SEED, path, 1.0, 3))
+    finally:
+        torch.set_num_threads(threads)
+    assert ep["x"].shape == (len(ep["bins"]), len(clone["mu"])) and ep["bins"].shape[1] == B.K * 23
+    assert ep["bins"].dtype == np.uint8 and isinstance(ep["success"], bool)
+    model = clone["model"]
+    x, bins = torch.as_tensor(ep["x"]), torch.as_tensor(ep["bins"].astype(np.int64))
+    with torch.no_grad():
+        logits = model(x)
+    # every recorded token is among its state's 3 most likely bins (ties at the top-3 boundary aside)
+    third = logits.topk(3, -1).values[..., -1]
+    assert (logits.gather(-1, bins[..., None])[..., 0] >= third - 1e-5).float().mean() > 0.99
+
+    def nll():
+        with torch.no_grad():
+            return -torch.log_softmax(model(x), -1).gather(-1, bins[..., None]).mean().item()
+
+    torch.manual_seed(0)
+    model = B.Clone(len(clone["mu"]))  # an untrained network: the clone itself already fits its own draws
+    before = nll()
+    loss = R._finetune(model, ep["x"], ep["bins"], steps=30, lr=1e-3, batch=16, sigma=0.0, seed=0)
+    assert nll() < before - 1.0 and np.isfinite(loss)
