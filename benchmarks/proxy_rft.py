@@ -43,10 +43,10 @@ RFT_SEED = 1_000  # first training seed of the sampled episodes (the clones' dem
 def _rollout(job: tuple) -> dict:
     """One episode of the clone at `path`, tokens sampled at (temperature, top_k), executing each chunk open
     loop as `bc_clonability._evaluate` does; returns its inputs and tokens per chunk and whether it succeeded."""
-    task, seed, path, temperature, top_k = job
+    task, seed, path, temperature, top_k, *start = job  # start: the episode's start seed (default: `seed`)
     torch.manual_seed(seed)
     clone = B._load_clone(path)
-    env, obs, expert = B._make(task, seed, "standoff")
+    env, obs, expert = B._make(task, start[0] if start else seed, "standoff")
     probe = B._Probe(env, expert)
     xs, bins, info, steps, done = [], [], {}, 0, False
     while not done:
@@ -106,6 +106,8 @@ def main(argv=None) -> int:
     ap.add_argument("--episodes-per-round", type=int, default=400, help="sampled training episodes per round")
     ap.add_argument("--rollout-decode", default="sampled:1:3", type=B._decode_mode,
                     help="how the training episodes draw their tokens (the RL rollouts': top-3 at temperature 1)")
+    ap.add_argument("--start", type=int, default=None, help="every training episode from this one start seed "
+                    "(instance and placement; e.g. a held-out seed the clone fails on), tokens drawn anew")
     ap.add_argument("--steps", type=int, default=300, help="fine-tuning steps per round")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--batch", type=int, default=128)
@@ -133,7 +135,9 @@ def main(argv=None) -> int:
             path = os.path.join(tmp, f"policy_{r}.pt")
             torch.save({**clone, "model": model}, path)
             seeds = RFT_SEED + (r - 1) * a.episodes_per_round + np.arange(a.episodes_per_round)
-            eps = list(pool.map(_rollout, [(a.task, int(s), path, temperature, top_k) for s in seeds], chunksize=4))
+            start = () if a.start is None else (a.start,)
+            eps = list(pool.map(_rollout, [(a.task, int(s), path, temperature, top_k, *start) for s in seeds],
+                                chunksize=4))
             env_steps += sum(B.K * len(e["bins"]) for e in eps)
             wins = [e for e in eps if e["success"]]
             kept_x += [e["x"] for e in wins]
@@ -142,13 +146,22 @@ def main(argv=None) -> int:
             if kept_x:
                 loss = _finetune(model, np.concatenate(kept_x), np.concatenate(kept_bins), a.steps, a.lr, a.batch,
                                  a.sigma, a.seed + r)
-            row = {"round": r, "env_steps": env_steps, "rollout_success": len(wins) / len(eps),
+            if a.start is not None:  # the greedy episode from that start, after this round's fine-tuning
+                tuned = os.path.join(tmp, f"tuned_{r}.pt")  # a new file: loaded clones are cached by path
+                torch.save({**clone, "model": model}, tuned)
+                ep = B._evaluate((a.task, a.start, "standoff", tuned, 0.0, B.K, 0.0))
+                extra = {"start_greedy": ep}
+            else:
+                extra = {}
+            row = {"round": r, **extra, "env_steps": env_steps, "rollout_success": len(wins) / len(eps),
                    "kept_episodes": len(kept_x), "kept_chunks": int(sum(len(x) for x in kept_x)), "loss": loss,
                    **evaluate(pool, a.task, clone, model, a.episodes, tmp, tuple(a.eval_decode))}
             rows.append(row)
             print(f"round {r}  env steps {env_steps:>7}  rollout success {row['rollout_success']:.0%}  kept "
                   f"{row['kept_episodes']} episodes ({row['kept_chunks']} chunks)  loss {loss:.3f}  greedy "
-                  f"{row['success']:.0%}" + _decodes_line(row) + f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
+                  f"{row['success']:.0%}" + _decodes_line(row)
+                  + (f"  start {a.start} greedy {'success' if extra['start_greedy']['success'] else 'failure'}"
+                     if extra else "") + f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
     out = {"args": vars(a), "evaluations": rows}
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:

@@ -15,7 +15,9 @@ as `bc_clonability.py` measures it.
 rollout sampling temperature (also the one PPO's log-probs are taken at), `--warmup` PPO's
 `lr_warmup_steps`, `--critic-warmup` its `critic_warmup_updates`, `--desired-kl` its `desired_kl`;
 `--algo grpo` trains with `algorithms.GRPO` instead (groups of `--group-size` envs from one seeded
-start, no critic). Prints one line per evaluation and writes `--out` (JSON).
+start, no critic); `--start SEED` trains every env on that one start (instance and placement), e.g. a
+held-out seed the clone fails on, and reports the greedy episode from it at each evaluation. Prints one
+line per evaluation and writes `--out` (JSON).
 """
 
 from __future__ import annotations
@@ -66,7 +68,19 @@ class StateObservation(gym.ObservationWrapper):
         return (x - self.mu) / self.sd
 
 
-def make_env(task: str, instance_id: int, mu: np.ndarray, sd: np.ndarray, shaping: float = 1.0):
+class FixedStart(gym.Wrapper):
+    """Every reset from one seed (`--start`): the same placement each episode, whatever seed is asked for."""
+
+    def __init__(self, env: gym.Env, seed: int):
+        super().__init__(env)
+        self.start = int(seed)
+
+    def reset(self, *, seed=None, options=None):
+        return self.env.reset(seed=self.start, options=options)
+
+
+def make_env(task: str, instance_id: int, mu: np.ndarray, sd: np.ndarray, shaping: float = 1.0,
+             start: int | None = None):
     def factory():
         from stable_baselines3.common.monitor import Monitor
 
@@ -77,6 +91,7 @@ def make_env(task: str, instance_id: int, mu: np.ndarray, sd: np.ndarray, shapin
         env = gym.make("Behavior-R1Pro-v0", task=task, instance_id=instance_id, obs_every=10**9, image_size=16,
                        success_bonus=1.0)
         env = ManipulationShaping(env, shaping) if shaping > 0 else env
+        env = FixedStart(env, start) if start is not None else env
         return Monitor(ActionChunkWrapper(StateObservation(env, mu, sd), chunk=B.K), info_keywords=("success_once",))
     return factory
 
@@ -187,6 +202,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n-envs", type=int, default=8,
                     help="training envs, one process each (instance i; GRPO: i // group size)")
     ap.add_argument("--n-steps", type=int, default=16, help="chunk steps per env per rollout")
+    ap.add_argument("--start", type=int, default=None, help="every training episode from this one start seed "
+                    "(instance and placement, e.g. a held-out seed the clone fails on): can RL fix one start?")
     ap.add_argument("--algo", choices=("ppo", "grpo"), default="ppo")
     ap.add_argument("--group-size", type=int, default=4, help="GRPO: envs per group (a divisor of --n-envs)")
     ap.add_argument("--lr", type=float, default=1e-4)
@@ -231,8 +248,9 @@ def main(argv=None) -> int:
               f"lift {rows[-1]['lifted_2cm']:.0%}" + _decodes_line(rows[-1]), flush=True)
         # GRPO's groups share one instance (the same objects), so that their seeded starts are identical.
         per_instance = a.group_size if a.algo == "grpo" else 1
-        venv = SubprocVecEnv([make_env(a.task, i // per_instance, clone["mu"], clone["sd"], a.shaping)
-                              for i in range(a.n_envs)], start_method="forkserver")
+        venv = SubprocVecEnv([make_env(a.task, a.start if a.start is not None else i // per_instance, clone["mu"],
+                                       clone["sd"], a.shaping, a.start) for i in range(a.n_envs)],
+                             start_method="forkserver")
         torch.set_num_threads(1)
         common = dict(learning_rate=a.lr, n_steps=a.n_steps, batch_size=a.batch, n_epochs=a.epochs, gamma=0.99,
                       clip_ratio_low=0.2, clip_ratio_high=0.28, max_grad_norm=1.0, lr_warmup_steps=a.warmup,
@@ -260,12 +278,19 @@ def main(argv=None) -> int:
             rollout = float(np.mean(log[-1]["ep_success"])) if log[-1]["ep_success"] else float("nan")
             rows[-1]["rollout_success"] = rollout
             rows[-1]["train"] = dict(last_update.values)  # the last update's metrics
+            if a.start is not None:  # the greedy episode from the trained start
+                path = os.path.join(tmp, f"start_{k}.pt")
+                torch.save({**clone, "model": copy.deepcopy(model.policy.net).float().eval()}, path)
+                rows[-1]["start_greedy"] = pool.submit(B._evaluate, (a.task, a.start, "standoff", path, 0.0, B.K,
+                                                                     0.0)).result()
             print(f"env steps {steps:>7}  greedy success {rows[-1]['success']:.0%}  reach "
                   f"{rows[-1]['reached_5cm']:.0%}  lift {rows[-1]['lifted_2cm']:.0%}  rollout success (last "
                   f"{len(log[-1]['ep_success'])} episodes) {rollout:.0%}  ({rows[-1]['seconds']:.0f} s of RL)  "
                   + "  ".join(f"{k.split('/')[1]} {rows[-1]['train'].get(k, float('nan')):.3g}"
                               for k in ("actor/approx_kl", "actor/pg_clipfrac", "actor/entropy", "actor/lr"))
-                  + _decodes_line(rows[-1]), flush=True)
+                  + _decodes_line(rows[-1])
+                  + (f"  start {a.start} greedy {'success' if rows[-1]['start_greedy']['success'] else 'failure'}"
+                     if a.start is not None else ""), flush=True)
         venv.close()
     out = {"args": vars(a), "clone_samples": clone["samples"], "evaluations": rows, "training_episodes": log}
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)

@@ -116,3 +116,20 @@ def test_rft_rollout_records_the_tokens_it_acted_on_and_fine_tuning_fits_them(tm
     before = nll()
     loss = R._finetune(model, ep["x"], ep["bins"], steps=30, lr=1e-3, batch=16, sigma=0.0, seed=0)
     assert nll() < before - 1.0 and np.isfinite(loss)
+
+
+def test_fixed_start_resets_every_episode_to_the_same_placement():
+    """proxy_rl.py --start: whatever seed a reset asks for, the episode starts from the one start."""
+    import bc_clonability as B
+    import proxy_rl as P
+
+    demo = B._record(("pick_and_place", 0, "standoff", 0.0, 0.0))
+    clone = B.train([demo], 0.0, steps=2, batch=8, seed=0)
+    fixed = P.make_env("pick_and_place", 7, clone["mu"], clone["sd"], start=7)()
+    free = P.make_env("pick_and_place", 7, clone["mu"], clone["sd"])()
+    first = fixed.reset(seed=1)[0]
+    np.testing.assert_array_equal(fixed.reset(seed=2)[0], first)
+    np.testing.assert_array_equal(fixed.reset()[0], first)
+    assert not np.array_equal(free.reset(seed=1)[0], free.reset(seed=2)[0])  # seeds do move the placement
+    fixed.close()
+    free.close()
