@@ -178,7 +178,7 @@ def parse_component_placement(spec: Mapping[str, Any], num_nodes: int, gpus_per_
                       else [Device(n) for n in range(num_nodes)])
         elif total == 0:
             raise PlacementError(key, f"names GPU ids {_ranges(ids)} but the cluster has no GPUs; run on CPUs "
-                                      "with cluster.component_placement={env,rollout,actor: all}")
+                                      "with cluster.component_placement={env:all,rollout:all,actor:all}")
         else:
             missing = [i for i in ids if i >= total]
             if missing:

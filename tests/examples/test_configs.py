@@ -126,6 +126,10 @@ def test_bad_values_name_their_key(compose, overrides, key, match):
 def test_gpu_ids_on_a_machine_without_gpus(compose):
     found, _ = problems(compose, ["++cluster.component_placement={env: 0-3, rollout: 4-7, actor: 0-7}"])
     assert "no GPUs" in found["cluster.component_placement.env"]
+    # the fix it names is a command-line override Hydra accepts, and it places everything on the CPUs
+    fix = found["cluster.component_placement.env"].split("run on CPUs with ")[1]
+    config = to_run_config(compose("behavior_ppo_openvlaoft", ["env.train.backend=mujoco", fix]))
+    assert dict(config.cluster.component_placement) == {"env": "all", "rollout": "all", "actor": "all"}
 
 
 def test_grpo_group_size_must_divide_the_envs(compose):
