@@ -65,7 +65,8 @@ def _rollout(job: tuple) -> dict:
                 done = True
                 break
     env.close()
-    return {"seed": seed, "success": bool(info.get("success_once")), "x": np.stack(xs), "bins": np.stack(bins)}
+    return {"seed": seed, "success": bool(info.get("success_once")), "steps": steps, "x": np.stack(xs),
+            "bins": np.stack(bins)}
 
 
 def _finetune(model: torch.nn.Module, x: np.ndarray, bins: np.ndarray, steps: int, lr: float, batch: int,
@@ -111,7 +112,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=300, help="fine-tuning steps per round")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--sigma", type=float, default=2.0, help="Gaussian token targets of this many bins (the clones'")
+    ap.add_argument("--sigma", type=float, default=2.0, help="Gaussian token targets of this many bins (as the clone "
+                    "was trained: `proxy_rl.py --sigma`; 0: one-hot cross-entropy)")
     ap.add_argument("--episodes", type=int, default=100, help="held-out episodes per evaluation")
     ap.add_argument("--eval-decode", nargs="+", default=["sampled:1:3"], type=B._decode_mode)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -138,7 +140,7 @@ def main(argv=None) -> int:
             start = () if a.start is None else (a.start,)
             eps = list(pool.map(_rollout, [(a.task, int(s), path, temperature, top_k, *start) for s in seeds],
                                 chunksize=4))
-            env_steps += sum(B.K * len(e["bins"]) for e in eps)
+            env_steps += sum(e["steps"] for e in eps)
             wins = [e for e in eps if e["success"]]
             kept_x += [e["x"] for e in wins]
             kept_bins += [e["bins"] for e in wins]

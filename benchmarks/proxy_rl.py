@@ -15,8 +15,8 @@ as `bc_clonability.py` measures it.
 rollout sampling temperature (also the one PPO's log-probs are taken at), `--warmup` PPO's
 `lr_warmup_steps`, `--critic-warmup` its `critic_warmup_updates`, `--desired-kl` its `desired_kl`;
 `--algo grpo` trains with `algorithms.GRPO` instead (groups of `--group-size` envs from one seeded
-start, no critic); `--start SEED` trains every env on that one start (instance and placement), e.g. a
-held-out seed the clone fails on, and reports the greedy episode from it at each evaluation. Prints one
+start, no critic); `--start SEED [SEED ...]` trains only on those starts (instance and placement; e.g.
+seeds the clone fails on), env i always on one, and reports their greedy episodes at each evaluation. Prints one
 line per evaluation and writes `--out` (JSON).
 """
 
@@ -202,8 +202,9 @@ def main(argv=None) -> int:
     ap.add_argument("--n-envs", type=int, default=8,
                     help="training envs, one process each (instance i; GRPO: i // group size)")
     ap.add_argument("--n-steps", type=int, default=16, help="chunk steps per env per rollout")
-    ap.add_argument("--start", type=int, default=None, help="every training episode from this one start seed "
-                    "(instance and placement, e.g. a held-out seed the clone fails on): can RL fix one start?")
+    ap.add_argument("--start", type=int, nargs="+", default=None, help="training episodes only from these start "
+                    "seeds (instance and placement; e.g. seeds the clone fails on), env i always from the i-th "
+                    "(cycled; at most --n-envs seeds): can RL fix those starts, and does it carry over?")
     ap.add_argument("--algo", choices=("ppo", "grpo"), default="ppo")
     ap.add_argument("--group-size", type=int, default=4, help="GRPO: envs per group (a divisor of --n-envs)")
     ap.add_argument("--lr", type=float, default=1e-4)
@@ -248,8 +249,13 @@ def main(argv=None) -> int:
               f"lift {rows[-1]['lifted_2cm']:.0%}" + _decodes_line(rows[-1]), flush=True)
         # GRPO's groups share one instance (the same objects), so that their seeded starts are identical.
         per_instance = a.group_size if a.algo == "grpo" else 1
-        venv = SubprocVecEnv([make_env(a.task, a.start if a.start is not None else i // per_instance, clone["mu"],
-                                       clone["sd"], a.shaping, a.start) for i in range(a.n_envs)],
+        if a.start and (len(a.start) > a.n_envs or (a.algo == "grpo" and a.n_envs % (len(a.start) * a.group_size))):
+            raise SystemExit(f"--start: {len(a.start)} seeds for {a.n_envs} envs; give at most --n-envs seeds (GRPO: "
+                             "a number that, times --group-size, divides --n-envs)")
+        # env i's start; GRPO's group members (consecutive envs) share one
+        starts = [a.start[(i // per_instance) % len(a.start)] for i in range(a.n_envs)] if a.start else None
+        venv = SubprocVecEnv([make_env(a.task, starts[i] if starts else i // per_instance, clone["mu"], clone["sd"],
+                                       a.shaping, starts[i] if starts else None) for i in range(a.n_envs)],
                              start_method="forkserver")
         torch.set_num_threads(1)
         common = dict(learning_rate=a.lr, n_steps=a.n_steps, batch_size=a.batch, n_epochs=a.epochs, gamma=0.99,
@@ -278,19 +284,19 @@ def main(argv=None) -> int:
             rollout = float(np.mean(log[-1]["ep_success"])) if log[-1]["ep_success"] else float("nan")
             rows[-1]["rollout_success"] = rollout
             rows[-1]["train"] = dict(last_update.values)  # the last update's metrics
-            if a.start is not None:  # the greedy episode from the trained start
+            if a.start:  # the greedy episode from each trained start
                 path = os.path.join(tmp, f"start_{k}.pt")
                 torch.save({**clone, "model": copy.deepcopy(model.policy.net).float().eval()}, path)
-                rows[-1]["start_greedy"] = pool.submit(B._evaluate, (a.task, a.start, "standoff", path, 0.0, B.K,
-                                                                     0.0)).result()
+                rows[-1]["start_greedy"] = list(pool.map(B._evaluate, [(a.task, s, "standoff", path, 0.0, B.K, 0.0)
+                                                                       for s in a.start]))
             print(f"env steps {steps:>7}  greedy success {rows[-1]['success']:.0%}  reach "
                   f"{rows[-1]['reached_5cm']:.0%}  lift {rows[-1]['lifted_2cm']:.0%}  rollout success (last "
                   f"{len(log[-1]['ep_success'])} episodes) {rollout:.0%}  ({rows[-1]['seconds']:.0f} s of RL)  "
                   + "  ".join(f"{k.split('/')[1]} {rows[-1]['train'].get(k, float('nan')):.3g}"
                               for k in ("actor/approx_kl", "actor/pg_clipfrac", "actor/entropy", "actor/lr"))
                   + _decodes_line(rows[-1])
-                  + (f"  start {a.start} greedy {'success' if rows[-1]['start_greedy']['success'] else 'failure'}"
-                     if a.start is not None else ""), flush=True)
+                  + (f"  trained starts greedy {sum(e['success'] for e in rows[-1]['start_greedy'])}/{len(a.start)}"
+                     if a.start else ""), flush=True)
         venv.close()
     out = {"args": vars(a), "clone_samples": clone["samples"], "evaluations": rows, "training_episodes": log}
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)

@@ -99,6 +99,7 @@ def test_rft_rollout_records_the_tokens_it_acted_on_and_fine_tuning_fits_them(tm
         torch.set_num_threads(threads)
     assert ep["x"].shape == (len(ep["bins"]), len(clone["mu"])) and ep["bins"].shape[1] == B.K * 23
     assert ep["bins"].dtype == np.uint8 and isinstance(ep["success"], bool)
+    assert B.K * (len(ep["bins"]) - 1) < ep["steps"] <= B.K * len(ep["bins"])
     model = clone["model"]
     x, bins = torch.as_tensor(ep["x"]), torch.as_tensor(ep["bins"].astype(np.int64))
     with torch.no_grad():
