@@ -85,6 +85,8 @@ class MujocoState:
         visible = (model.geom_contype != 0) | (model.geom_conaffinity != 0)
         self.obj_geoms = [np.flatnonzero((self.geom2obj == i) & visible) for i in range(n_obj)]
         self.tracked = np.flatnonzero((self.geom2obj >= 0) & visible)
+        self._geom_row = np.full(model.ngeom, -1, dtype=np.int64)  # geom id -> its row in the tracked boxes
+        self._geom_row[self.tracked] = np.arange(len(self.tracked))
         self.static = np.array([scene.objects[n].role == "fixture" for n in self.names])
         self.openable_adr = {}
         for i, name in enumerate(self.names):
@@ -102,8 +104,7 @@ class MujocoState:
                 led = model.geom(o.led_geom).id if o.led_geom else -1
                 self.buttons.append((model.jnt_qposadr[j], o.toggle_slot, led))
         self._memo: dict = {}
-        self._aabb = None
-        self._geom_aabb = None
+        self._aabb = None  # (object lo, object hi, tracked geom lo, tracked geom hi) of this step, when computed
         self._contacts = None
 
     # -- per-step refresh ---------------------------------------------------------------------
@@ -135,19 +136,25 @@ class MujocoState:
         center = d.geom_xpos[g] + np.einsum("nij,nj->ni", R, c_local)
         half = np.einsum("nij,nj->ni", np.abs(R), h_local)
         lo, hi = center - half, center + half
-        self._geom_aabb = {int(gid): (lo[k], hi[k]) for k, gid in enumerate(g)}
         n = len(self.names)
         olo = np.full((n, 3), np.inf)
         ohi = np.full((n, 3), -np.inf)
         owner = self.geom2obj[g]
         np.minimum.at(olo, owner, lo)
         np.maximum.at(ohi, owner, hi)
-        self._aabb = (olo, ohi)
+        self._aabb = (olo, ohi, lo, hi)
 
     def aabb(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         if self._aabb is None:
             self._compute_aabbs()
         return self._aabb[0][i], self._aabb[1][i]
+
+    def geom_aabb(self, g: int) -> tuple[np.ndarray, np.ndarray]:
+        """World-frame box of tracked geom `g` at this step (computed with the objects' boxes)."""
+        if self._aabb is None:
+            self._compute_aabbs()
+        row = self._geom_row[int(g)]
+        return self._aabb[2][row], self._aabb[3][row]
 
     def _contact_map(self) -> dict:
         """(a, b) -> list of contact normals pointing from a to b, for objects (and GROUND)."""
@@ -181,9 +188,7 @@ class MujocoState:
         return best
 
     def _aabbs_near(self, gi, gj, tol) -> bool:
-        if self._geom_aabb is None:
-            self._compute_aabbs()
-        ai, aj = self._geom_aabb[int(gi)], self._geom_aabb[int(gj)]
+        ai, aj = self.geom_aabb(gi), self.geom_aabb(gj)
         return bool(np.all(ai[0] <= aj[1] + tol) and np.all(aj[0] <= ai[1] + tol))
 
     # -- helpers ------------------------------------------------------------------------------
@@ -278,12 +283,10 @@ class MujocoState:
     def under(self, a: int, b: int) -> bool:
         if a == b or self.is_floor(a) or self.is_floor(b):
             return False
-        if self._geom_aabb is None:
-            self._compute_aabbs()
         alo, ahi = self.aabb(a)
         c = (alo + ahi) / 2
         for g in self.obj_geoms[b]:
-            glo, ghi = self._geom_aabb[int(g)]
+            glo, ghi = self.geom_aabb(g)
             if glo[0] <= c[0] <= ghi[0] and glo[1] <= c[1] <= ghi[1] and glo[2] >= ahi[2] - 0.01:
                 return not self.inside(a, b)
         return False

@@ -49,17 +49,20 @@ class SkillProgress:
     def __init__(self, backend):
         self.backend = backend
         self.moved, self.target = moved_and_target(backend.task)
-        self.z0 = float(self._aabb(self.moved)[0][2])
+        st = self._state()
+        self.z0 = float(st.aabb(st.index[self.moved])[0][2])
 
-    def _aabb(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+    def _state(self):
+        """The task's state, refreshed to the backend's data (once per call: a refresh drops its boxes)."""
         st = self.backend.task.state
         st.update(self.backend.data)
-        return st.aabb(st.index[name])
+        return st
 
     def __call__(self) -> tuple[float, float, float]:
         data, idx = self.backend.data, self.backend.idx
-        lo, hi = self._aabb(self.moved)
-        tlo, thi = self._aabb(self.target)
+        st = self._state()
+        lo, hi = st.aabb(st.index[self.moved])
+        tlo, thi = st.aabb(st.index[self.target])
         c = (lo + hi) / 2
         reach = min(float(np.linalg.norm(data.site_xpos[idx.eef_site[arm]] - c)) for arm in ("left", "right"))
         return reach, float(lo[2] - self.z0), float(np.linalg.norm(c[:2] - (tlo + thi)[:2] / 2))

@@ -187,3 +187,23 @@ def test_grasped_needs_both_fingers(world):
     state.update(data)
     assert not state.grasped(-1, cup)
     model.geom_pos[g1][1], model.geom_pos[g2][1] = 0.05, -0.05
+
+
+def test_touching_sees_this_step_s_positions_without_contacts(world):
+    """A refresh drops every box of the last step: a cup moved to 1 mm from the box (no simulated contact
+    yet) touches it even when the first query of the step is the geom broad phase (the geoms' boxes were
+    once kept from the step they were first computed in)."""
+    scene, model, data, state = world
+    mujoco.mj_resetData(model, data)
+    _park_all(model, data, scene)
+    box = scene.objects["box.n.01_1"]
+    _place(model, data, scene, "box.n.01_1", (0.0, -1.5, 0.5))
+    _place(model, data, scene, "cup.n.01_1", (0.0, -1.0, 0.5))
+    mujoco.mj_forward(model, data)
+    state.update(data)
+    assert not _q(state, "touching", "cup.n.01_1", "box.n.01_1")
+    _place(model, data, scene, "cup.n.01_1", (0.0, -1.5 + box.half[1] + 0.03 + 0.001, 0.5))  # cup radius 3 cm
+    mujoco.mj_forward(model, data)
+    state.update(data)
+    assert ("cup.n.01_1", "box.n.01_1") not in {(state.names[a], state.names[b]) for a, b in state._contact_map()}
+    assert _q(state, "touching", "cup.n.01_1", "box.n.01_1")
