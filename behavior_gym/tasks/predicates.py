@@ -154,6 +154,8 @@ class MujocoState:
         if self._aabb is None:
             self._compute_aabbs()
         row = self._geom_row[int(g)]
+        if row < 0:
+            raise KeyError(f"geom {int(g)} belongs to no tracked object (or has no collision)")
         return self._aabb[2][row], self._aabb[3][row]
 
     def _contact_map(self) -> dict:

@@ -108,15 +108,15 @@ def test_rft_rollout_records_the_tokens_it_acted_on_and_fine_tuning_fits_them(tm
     third = logits.topk(3, -1).values[..., -1]
     assert (logits.gather(-1, bins[..., None])[..., 0] >= third - 1e-5).float().mean() > 0.99
 
-    def nll():
+    def nll(net):
         with torch.no_grad():
-            return -torch.log_softmax(model(x), -1).gather(-1, bins[..., None]).mean().item()
+            return -torch.log_softmax(net(x), -1).gather(-1, bins[..., None]).mean().item()
 
     torch.manual_seed(0)
-    model = B.Clone(len(clone["mu"]))  # an untrained network: the clone itself already fits its own draws
-    before = nll()
-    loss = R._finetune(model, ep["x"], ep["bins"], steps=30, lr=1e-3, batch=16, sigma=0.0, seed=0)
-    assert nll() < before - 1.0 and np.isfinite(loss)
+    fresh = B.Clone(len(clone["mu"]))  # an untrained network: the clone itself already fits its own draws
+    before = nll(fresh)
+    loss = R._finetune(fresh, ep["x"], ep["bins"], steps=30, lr=1e-3, batch=16, sigma=0.0, seed=0)
+    assert nll(fresh) < before - 1.0 and np.isfinite(loss)
 
 
 def test_fixed_start_resets_every_episode_to_the_same_placement():
