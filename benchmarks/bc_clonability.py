@@ -422,6 +422,13 @@ def _sampling(decode: str) -> tuple[float, int]:
     return sampling_mode(decode) or (0.0, 0)
 
 
+def write_record(path: str, record) -> None:
+    """Write a benchmark's record as indented JSON, creating its folder (this script's and the proxies')."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(record, f, indent=1)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", default=["pick_and_place"])
@@ -497,9 +504,7 @@ def main(argv=None) -> int:
                                "episodes": eps}
                         rows.append(row)
                         print(_line(row), flush=True)
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out, "w") as f:
-        json.dump(rows, f, indent=1)
+    write_record(a.out, rows)
     return 0
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import sys
 import time
@@ -165,9 +164,7 @@ def main(argv=None) -> int:
                   + (f"  start {a.start} greedy {'success' if extra['start_greedy']['success'] else 'failure'}"
                      if extra else "") + f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
     out = {"args": vars(a), "evaluations": rows}
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out, "w") as f:
-        json.dump(out, f, indent=1)
+    B.write_record(a.out, out)
     return 0
 
 

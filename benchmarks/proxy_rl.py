@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import sys
 import time
@@ -299,9 +298,7 @@ def main(argv=None) -> int:
                      if a.start else ""), flush=True)
         venv.close()
     out = {"args": vars(a), "clone_samples": clone["samples"], "evaluations": rows, "training_episodes": log}
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out, "w") as f:
-        json.dump(out, f, indent=1)
+    B.write_record(a.out, out)
     return 0
 
 
