@@ -3,6 +3,8 @@
 #
 #   bash examples/embodiment/run_learning_pipeline.sh                 # every stage, in order
 #   bash examples/embodiment/run_learning_pipeline.sh sft eval_sft    # some stages
+#   bash examples/embodiment/run_learning_pipeline.sh eval_sft+ppo    # stages joined by + run at once (one GPU
+#                                                                     # holds both; the SFT evaluation overlaps RL)
 #
 # Stages: demos, sft, eval_sft, ppo, grpo, eval_rl, curves; and diagnose (where the SFT policy fails
 # pick_and_place and stacking: open-loop errors, closed-loop reach/lift, contact sheets in $WORK/diagnosis). Each one resumes from what an earlier
@@ -48,10 +50,9 @@ evaluate() {  # evaluate NAME key=value: held-out evaluation into $WORK/eval/NAM
     modes="[${EVAL_MODES:-greedy,sampled,sampled:1:3}]" out="$WORK/eval/$1.json" ${LAYOUT:+layout="$LAYOUT"}
 }
 
-for stage in "${@:-demos sft eval_sft ppo grpo eval_rl curves}"; do
-  for s in $stage; do
-    echo "=== $s ($(date +%T))"
-    case "$s" in
+run_stage() {  # run_stage NAME
+    echo "=== $1 ($(date +%T))"
+    case "$1" in
       demos) "$PY" "$HERE/collect_demos.py" tasks="[$TASKS]" episodes_per_task="${DEMOS_PER_TASK:-250}" \
                num_workers="$NUM_WORKERS" out_dir="$WORK/demos" ${LAYOUT:+layout="$LAYOUT"} ${EXTRA_DEMOS:-} ;;
       sft) "$PY" "$HERE/sft.py" demos="[$WORK/demos]" out_dir="$WORK/sft" model.preset="${SFT_PRESET:-small-p28}" \
@@ -61,13 +62,34 @@ for stage in "${@:-demos sft eval_sft ppo grpo eval_rl curves}"; do
       ppo) rl behavior_ppo_openvlaoft_skills ;;
       grpo) rl behavior_grpo_openvlaoft_skills ;;
       eval_rl)
+        local cfg ckpt
         for cfg in ${EVAL_RL:-ppo grpo}; do
           ckpt="$(latest_checkpoint "behavior_${cfg}_openvlaoft_skills")"
           if [ -n "$ckpt" ]; then evaluate "$cfg" checkpoint="$ckpt"; else echo "no $cfg checkpoint yet"; fi
         done ;;
       diagnose) "$PY" "$HERE/diagnose_policy.py" "$WORK/sft/model" --out "$WORK/diagnosis" ;;
       curves) "$PY" "$HERE/plot_curves.py" --logs "$WORK/logs" --sft "$WORK/sft" --out "${CURVES_DIR:-docs}" ;;
-      *) echo "unknown stage $s (demos sft eval_sft ppo grpo eval_rl curves diagnose)" >&2; exit 2 ;;
     esac
+}
+
+STAGES="${*:-demos sft eval_sft ppo grpo eval_rl curves}"
+for s in ${STAGES//+/ }; do  # every name checked before the first stage spends its minutes
+  case "$s" in
+    demos|sft|eval_sft|ppo|grpo|eval_rl|curves|diagnose) ;;
+    *) echo "unknown stage $s (demos sft eval_sft ppo grpo eval_rl curves diagnose; a+b runs a and b at once)" >&2
+       exit 2 ;;
+  esac
+done
+
+for s in $STAGES; do
+  if [[ "$s" != *+* ]]; then run_stage "$s"; continue; fi
+  # a+b: the stages at once, each line prefixed with its stage; fails when one of them fails
+  pids=()
+  for part in ${s//+/ }; do
+    ( set -o pipefail; run_stage "$part" 2>&1 | sed -u "s/^/[$part] /" ) &
+    pids+=("$!")
   done
+  failed=0
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  [ "$failed" = 0 ] || { echo "stage $s failed" >&2; exit 1; }
 done
