@@ -14,6 +14,7 @@
 #   WORK [runs/learning]  NUM_WORKERS [nproc]  DEMOS_PER_TASK [250]  SFT_MINUTES [5.5]  SFT_PRESET [small-p28]
 #   LABEL_SIGMA [2] and AUX_POSITION_WEIGHT [1.0] (SFT's train.label_sigma and train.aux_position_weight)
 #   SFT_STEPS [0: as many as fit in SFT_MINUTES]  RL_MINUTES [5.5]  EVAL_EPISODES [100]  EVAL_ENVS [32]  TASKS [pick_and_place,stacking,open_drawer,turning_on_radio]
+#   RL_TASKS [TASKS] (the tasks ppo and grpo train on; e.g. two of them while eval_sft+ppo evaluates all four)
 #   EXTRA_DEMOS, EXTRA_SFT, EXTRA_RL (more Hydra overrides for those stages, e.g.
 #   EXTRA_SFT="train.batch_size=128", EXTRA_DEMOS="recovery_offset=0.1")
 #   EVAL_RL [ppo grpo] (which RL runs eval_rl evaluates)
@@ -39,7 +40,7 @@ latest_checkpoint() {  # the newest checkpoints/global_step_N/actor.zip of an RL
 
 rl() {  # rl CONFIG: train (or continue) an RL run from the SFT checkpoint for RL_MINUTES
   local resume; resume="$(latest_checkpoint "$1")"
-  bash "$HERE/run_embodiment.sh" "$1" actor.model.model_path="$WORK/sft/model" env.train.tasks="[$TASKS]" \
+  bash "$HERE/run_embodiment.sh" "$1" actor.model.model_path="$WORK/sft/model" env.train.tasks="[${RL_TASKS:-$TASKS}]" \
     runner.logger.log_path="$WORK/logs" runner.max_minutes="$RL_MINUTES" video_cfg.save_video="${SAVE_VIDEO:-true}" \
     ${LAYOUT:+env.train.layout="$LAYOUT"} \
     ${resume:+runner.resume_dir="$(dirname "$resume")"} ${EXTRA_RL:-}

@@ -16,18 +16,19 @@ SCRIPT = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "embodi
 RECORDER = """#!/usr/bin/env bash
 name="$(basename "$1")"
 echo "$name start $(date +%s.%N)" >> "$RECORD"
+echo "$name $*" >> "$RECORD.args"
 sleep 1
 echo "$name end $(date +%s.%N)" >> "$RECORD"
 [ "$name" != "$FAIL" ]
 """
 
 
-def _run(tmp_path, *stages, fail=""):
+def _run(tmp_path, *stages, fail="", **env_vars):
     recorder = tmp_path / "python"
     recorder.write_text(RECORDER)
     recorder.chmod(recorder.stat().st_mode | stat.S_IEXEC)
     env = dict(os.environ, PYTHON=str(recorder), RECORD=str(tmp_path / "record"), FAIL=fail,
-               WORK=str(tmp_path / "work"), NUM_WORKERS="1")
+               WORK=str(tmp_path / "work"), NUM_WORKERS="1", **env_vars)
     proc = subprocess.run(["bash", SCRIPT, *stages], env=env, capture_output=True, text=True, timeout=60)
     record = (tmp_path / "record").read_text().split("\n") if (tmp_path / "record").exists() else []
     times = {}
@@ -64,3 +65,12 @@ def test_a_failing_joined_stage_fails_the_pipeline_after_the_other_finishes(tmp_
     assert "stage eval_sft+ppo failed" in proc.stderr
     assert ("train_embodied_agent.py", "end") in t, "the other stage was cut short"
     assert ("plot_curves.py", "start") not in t, "the pipeline went on after a failed stage"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="bash script")
+def test_rl_tasks_narrow_what_rl_trains_on_while_the_evaluation_keeps_every_task(tmp_path):
+    proc, _ = _run(tmp_path, "eval_sft+ppo", TASKS="pick_and_place,open_drawer", RL_TASKS="pick_and_place")
+    assert proc.returncode == 0, proc.stderr
+    args = dict(line.split(" ", 1) for line in (tmp_path / "record.args").read_text().splitlines())
+    assert "env.train.tasks=[pick_and_place] " in args["train_embodied_agent.py"] + " "
+    assert "tasks=[pick_and_place,open_drawer]" in args["evaluate.py"]
