@@ -94,10 +94,12 @@ def load_demos(paths: list[str], chunk: int = 8, frame_stride: int = 1, successf
         tasks: keep only these tasks (None: all).
         max_episodes_per_task: cap per task (None: all; files are read in sorted order).
         workers: processes reading files in parallel (lzf decompression is the slow part).
-        cache_dir: keep the decoded samples here as .npy files and memory-map them on the next call with
-            the same files and arguments: a resumed SFT piece then starts in seconds instead of
-            decompressing (and pickling between processes) tens of GiB again. Skipped with a warning
-            when the disk lacks the room.
+        cache_dir: decode the samples into .npy files here and memory-map them, now and on the next call
+            with the same files and arguments (a resumed SFT piece then starts in seconds). The reading
+            processes write their episodes into the files in place, so nothing is pickled between
+            processes, concatenated or written twice, and memory holds the samples once (page cache).
+            Without the disk room (a warning says so) or without a cache_dir the samples are read into
+            memory instead.
     """
     files = _demo_files(paths)
     key = _cache_key(files, chunk, frame_stride, successful_only, tasks, max_episodes_per_task)
@@ -105,10 +107,10 @@ def load_demos(paths: list[str], chunk: int = 8, frame_stride: int = 1, successf
         cached = _load_cache(os.path.join(cache_dir, key))
         if cached is not None:
             return cached
-    demos = _load_demos(files, chunk, frame_stride, successful_only, tasks, max_episodes_per_task, workers)
-    if cache_dir is not None:
-        _save_cache(demos, os.path.join(cache_dir, key))
-    return demos
+        if _fill_cache(files, os.path.join(cache_dir, key), chunk, frame_stride, successful_only, tasks,
+                       max_episodes_per_task, workers):
+            return _load_cache(os.path.join(cache_dir, key))
+    return _load_demos(files, chunk, frame_stride, successful_only, tasks, max_episodes_per_task, workers)
 
 
 _ARRAYS = ("head", "wrist", "proprio", "chunks", "instruction", "task", "actions")
@@ -138,27 +140,107 @@ def _load_cache(path: str) -> DemoSet | None:
     return DemoSet(**arrays, instructions=m["instructions"], tasks=m["tasks"], episodes=m["episodes"])
 
 
-def _save_cache(demos: DemoSet, path: str) -> None:
+def _fill_cache(files, path, chunk, frame_stride, successful_only, tasks, max_episodes_per_task, workers) -> bool:
+    """Decode the usable episodes of `files` straight into .npy files under `path` (the cache entry).
+
+    A first pass reads only each episode's attributes and actions to place its samples; then every
+    file's reader writes its episodes' frames at their offsets. meta.json is written last, and the entry
+    is renamed into place only when whole. Returns False (nothing written) when the disk lacks the room.
+    """
     import json
     import shutil
 
-    need = sum(getattr(demos, k).nbytes for k in _ARRAYS)
+    plan = _plan_episodes(files, chunk, frame_stride, successful_only, tasks, max_episodes_per_task)
+    if not plan:
+        raise ValueError(f"no usable episodes in {files} (successful_only={successful_only}, tasks={tasks})")
+    n = sum(e["samples"] for e in plan)
+    m = sum(e["steps"] for e in plan)
+    first = plan[0]
+    with_points = all(e["points"] is not None for e in plan)
+    shapes = {"head": ((n, *first["head"][0]), first["head"][1]), "wrist": ((n, *first["wrist"][0]), first["wrist"][1]),
+              "proprio": ((n, first["proprio"]), np.float32), "chunks": ((n, chunk, ACTION_DIM), np.float32),
+              "instruction": ((n,), np.int32), "task": ((n,), np.int32), "actions": ((m, ACTION_DIM), np.float32)}
+    if with_points:
+        shapes["points"] = ((n, *first["points"]), np.float32)
+        shapes["points_mask"] = ((n, first["points"][0]), bool)
+    need = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in shapes.values())
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     free = shutil.disk_usage(parent).free
     if free < need + 2**30:
         log.warning("no demonstration cache: %.1f GiB needed, %.1f GiB free in %s", need / 2**30, free / 2**30, parent)
-        return
+        return False
     tmp = f"{path}.tmp{os.getpid()}"
     os.makedirs(tmp, exist_ok=True)
-    for k in _ARRAYS + _OPTIONAL:
-        if getattr(demos, k) is not None:
-            np.save(os.path.join(tmp, f"{k}.npy"), getattr(demos, k))
+    for k, (shape, dtype) in shapes.items():
+        np.lib.format.open_memmap(os.path.join(tmp, f"{k}.npy"), mode="w+", dtype=dtype, shape=shape).flush()
+    instructions = list(dict.fromkeys(e["instruction"] for e in plan))
+    task_names = list(dict.fromkeys(e["task"] for e in plan))
+    jobs: dict[str, list] = {}
+    row = step = 0
+    for e in plan:
+        jobs.setdefault(e["file"], []).append((e["name"], row, step, instructions.index(e["instruction"]),
+                                                task_names.index(e["task"])))
+        row += e["samples"]
+        step += e["steps"]
+    args = [(f, eps, tmp, chunk, frame_stride, with_points) for f, eps in jobs.items()]
+    if workers > 1 and len(args) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("forkserver").Pool(min(workers, len(args))) as pool:
+            pool.map(_write_file, args, chunksize=1)
+    else:
+        for a in args:
+            _write_file(a)
     with open(os.path.join(tmp, "meta.json"), "w") as f:  # written last: its presence marks a whole cache
-        json.dump({"instructions": demos.instructions, "tasks": demos.tasks, "episodes": demos.episodes}, f)
+        json.dump({"instructions": instructions, "tasks": task_names, "episodes": len(plan)}, f)
     if os.path.isdir(path):
         shutil.rmtree(path)
     os.replace(tmp, path)
+    return True
+
+
+def _plan_episodes(files, chunk, frame_stride, successful_only, tasks, max_episodes_per_task) -> list[dict]:
+    """The usable episodes in reading order with their sample and step counts and array shapes (no images read)."""
+    plan, per_task = [], {}
+    for path in files:
+        with h5py.File(path, "r") as f:
+            _check_format(f, path)
+            for name in sorted(k for k in f if k.startswith("episode_")):
+                g = f[name]
+                task, instruction, usable = _episode_attrs(g, successful_only, tasks)
+                if not usable:
+                    continue
+                if max_episodes_per_task is not None and per_task.get(task, 0) >= max_episodes_per_task:
+                    continue
+                per_task[task] = per_task.get(task, 0) + 1
+                keep = _kept_frames(g, chunk, frame_stride)
+                plan.append({"file": path, "name": name, "task": task, "instruction": instruction,
+                             "samples": len(keep), "steps": len(g["actions"]),
+                             "head": (g["head_rgb"].shape[1:], g["head_rgb"].dtype),
+                             "wrist": (g["wrist_rgb"].shape[1:], g["wrist_rgb"].dtype),
+                             "proprio": g["proprio"].shape[1],
+                             "points": g["points"].shape[1:] if "points" in g else None})
+    return plan
+
+
+def _write_file(job: tuple) -> None:
+    """Write the planned episodes of one file into the cache entry's .npy files at their offsets."""
+    path, episodes, folder, chunk, frame_stride, with_points = job
+    names = ["head", "wrist", "proprio", "chunks", "instruction", "task", "actions"]
+    names += ["points", "points_mask"] if with_points else []
+    out = {k: np.load(os.path.join(folder, f"{k}.npy"), mmap_mode="r+") for k in names}
+    with h5py.File(path, "r") as f:
+        for name, row, step, instruction, task in episodes:
+            ep = _read_episode(f[name], chunk, frame_stride)
+            rows = slice(row, row + len(ep["head"]))
+            for k in ("head", "wrist", "proprio", "chunks") + (("points", "points_mask") if with_points else ()):
+                out[k][rows] = ep[k]
+            out["instruction"][rows] = instruction
+            out["task"][rows] = task
+            out["actions"][step:step + len(ep["actions"])] = ep["actions"]
+    for a in out.values():
+        a.flush()
 
 
 def _demo_files(paths: list[str]) -> list[str]:
@@ -217,33 +299,51 @@ def _load_demos(files, chunk, frame_stride, successful_only, tasks, max_episodes
                    points_mask=data.get("points_mask"))
 
 
+def _check_format(f: h5py.File, path: str) -> None:
+    if f.attrs.get("format") != "behavior_gym.demos":
+        raise ValueError(f"{path} is not a behavior_gym demonstration file (attrs format={f.attrs.get('format')!r})")
+
+
+def _episode_attrs(g: h5py.Group, successful_only: bool, tasks) -> tuple[str, str, bool]:
+    """(task, instruction, usable) of an episode group."""
+    attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in g.attrs.items()}
+    task = str(attrs["task"])
+    usable = not ((successful_only and not attrs.get("success", False)) or (tasks and task not in tasks))
+    return task, str(attrs["instruction"]), usable
+
+
+def _kept_frames(g: h5py.Group, chunk: int, frame_stride: int) -> np.ndarray:
+    """The frames of an episode that become samples: every `frame_stride`-th, and where the episode has
+    expert labels only those whose whole chunk is the expert's own (no recovery displacements)."""
+    keep = np.arange(0, len(g["actions"]), frame_stride)
+    if "expert_label" in g:
+        label = g["expert_label"][()].astype(bool)
+        keep = keep[_chunks(label[:, None], chunk)[keep, :, 0].all(1)]
+    return keep
+
+
+def _read_episode(g: h5py.Group, chunk: int, frame_stride: int) -> dict[str, np.ndarray]:
+    """One episode's samples (frames subsampled, chunks built) and all its actions."""
+    actions = g["actions"][()].astype(np.float32)
+    keep = _kept_frames(g, chunk, frame_stride)
+    ep = {"actions": actions, "head": g["head_rgb"][()][keep], "wrist": g["wrist_rgb"][()][keep],
+          "proprio": g["proprio"][()][keep].astype(np.float32), "chunks": _chunks(actions, chunk)[keep]}
+    if "points" in g:
+        ep["points"] = g["points"][()][keep].astype(np.float32)
+        ep["points_mask"] = np.repeat(g["points_mask"][()].astype(bool)[None], len(keep), 0)
+    return ep
+
+
 def _read_file(job: tuple) -> list[dict[str, Any]]:
     """The usable episodes of one demonstration file, with frames subsampled and chunks built."""
     path, chunk, frame_stride, successful_only, tasks = job
     out = []
     with h5py.File(path, "r") as f:
-        if f.attrs.get("format") != "behavior_gym.demos":
-            raise ValueError(f"{path} is not a behavior_gym demonstration file "
-                             f"(attrs format={f.attrs.get('format')!r})")
+        _check_format(f, path)
         for name in sorted(k for k in f if k.startswith("episode_")):
-            g = f[name]
-            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in g.attrs.items()}
-            task = str(attrs["task"])
-            if (successful_only and not attrs.get("success", False)) or (tasks and task not in tasks):
-                continue
-            actions = g["actions"][()].astype(np.float32)
-            keep = np.arange(0, len(actions), frame_stride)
-            if "expert_label" in g:
-                # A sample's chunk must hold only the expert's own actions (no recovery displacements).
-                label = g["expert_label"][()].astype(bool)
-                keep = keep[_chunks(label[:, None], chunk)[keep, :, 0].all(1)]
-            ep = {"task": task, "instruction": str(attrs["instruction"]), "actions": actions,
-                  "head": g["head_rgb"][()][keep], "wrist": g["wrist_rgb"][()][keep],
-                  "proprio": g["proprio"][()][keep].astype(np.float32), "chunks": _chunks(actions, chunk)[keep]}
-            if "points" in g:
-                ep["points"] = g["points"][()][keep].astype(np.float32)
-                ep["points_mask"] = np.repeat(g["points_mask"][()].astype(bool)[None], len(keep), 0)
-            out.append(ep)
+            task, instruction, usable = _episode_attrs(f[name], successful_only, tasks)
+            if usable:
+                out.append({"task": task, "instruction": instruction, **_read_episode(f[name], chunk, frame_stride)})
     return out
 
 

@@ -50,23 +50,49 @@ def test_load_demos_and_norm_stats(demo_dir):
 def test_demo_cache_is_reused_and_invalidated(demo_dir, tmp_path):
     cache = str(tmp_path / "cache")
     first = load_demos([demo_dir], chunk=4, frame_stride=2, cache_dir=cache)
-    assert isinstance(first.head, np.ndarray) and not isinstance(first.head, np.memmap)
     (entry,) = os.listdir(cache)
+    assert isinstance(first.head, np.memmap)  # decoded straight into the cache's files
+    in_memory = load_demos([demo_dir], chunk=4, frame_stride=2)
+    assert not isinstance(in_memory.head, np.memmap)
+    mtime = os.path.getmtime(os.path.join(cache, entry, "head.npy"))
     again = load_demos([demo_dir], chunk=4, frame_stride=2, cache_dir=cache)
-    assert isinstance(again.head, np.memmap)  # from the cache, not the HDF5 files
-    for k in ("head", "wrist", "proprio", "chunks", "instruction", "task", "actions"):
-        np.testing.assert_array_equal(getattr(again, k), getattr(first, k))
-    assert (again.instructions, again.tasks, again.episodes) == (first.instructions, first.tasks, first.episodes)
+    assert isinstance(again.head, np.memmap) and os.path.getmtime(os.path.join(cache, entry, "head.npy")) == mtime
+    for loaded in (first, again):  # the cache holds what reading into memory gives
+        for k in ("head", "wrist", "proprio", "chunks", "instruction", "task", "actions"):
+            np.testing.assert_array_equal(getattr(loaded, k), getattr(in_memory, k))
+        assert (loaded.instructions, loaded.tasks, loaded.episodes) == (
+            in_memory.instructions, in_memory.tasks, in_memory.episodes)
     torch.from_numpy(again.head[:2])  # writable (copy-on-write) views: no torch warning, no disk writes
     # Other arguments: another entry. A half-written entry (no meta.json) is not read.
     load_demos([demo_dir], chunk=2, frame_stride=2, cache_dir=cache)
     assert len(os.listdir(cache)) == 2
     os.remove(os.path.join(cache, entry, "meta.json"))
-    assert not isinstance(load_demos([demo_dir], chunk=4, frame_stride=2, cache_dir=cache).head, np.memmap)
+    os.utime(os.path.join(cache, entry, "head.npy"), (0, 0))
+    rebuilt = load_demos([demo_dir], chunk=4, frame_stride=2, cache_dir=cache)
+    assert os.path.getmtime(os.path.join(cache, entry, "head.npy")) > 0, "a half-written entry was read"
+    np.testing.assert_array_equal(rebuilt.head, in_memory.head)
     # A changed demonstration file: a new entry.
     f = next(os.path.join(demo_dir, n) for n in sorted(os.listdir(demo_dir)) if n.endswith(".hdf5"))
     os.utime(f, (os.path.getatime(f), os.path.getmtime(f) + 10))
-    assert not isinstance(load_demos([demo_dir], chunk=4, frame_stride=2, cache_dir=cache).head, np.memmap)
+    load_demos([demo_dir], chunk=4, frame_stride=2, cache_dir=cache)
+    assert len(os.listdir(cache)) == 3
+
+
+def test_demo_cache_filled_by_several_readers_matches_reading_into_memory(demo_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "copies"  # every file twice: four episodes in four files
+    folder.mkdir()
+    for n in sorted(os.listdir(demo_dir)):
+        if n.endswith(".hdf5"):
+            for copy in ("a", "b"):
+                shutil.copy(os.path.join(demo_dir, n), folder / f"{copy}_{n}")
+    kwargs = dict(chunk=4, frame_stride=3, max_episodes_per_task=3, workers=2)
+    cached = load_demos([str(folder)], cache_dir=str(tmp_path / "cache"), **kwargs)
+    in_memory = load_demos([str(folder)], **kwargs)
+    assert isinstance(cached.head, np.memmap) and cached.episodes == in_memory.episodes == 3
+    for k in ("head", "wrist", "proprio", "chunks", "instruction", "task", "actions"):
+        np.testing.assert_array_equal(getattr(cached, k), getattr(in_memory, k))
 
 
 def _episode_lengths(path):
