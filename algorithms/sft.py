@@ -147,7 +147,6 @@ def _fill_cache(files, path, chunk, frame_stride, successful_only, tasks, max_ep
     file's reader writes its episodes' frames at their offsets. meta.json is written last, and the entry
     is renamed into place only when whole. Returns False (nothing written) when the disk lacks the room.
     """
-    import json
     import shutil
 
     plan = _plan_episodes(files, chunk, frame_stride, successful_only, tasks, max_episodes_per_task)
@@ -172,6 +171,20 @@ def _fill_cache(files, path, chunk, frame_stride, successful_only, tasks, max_ep
         return False
     tmp = f"{path}.tmp{os.getpid()}"
     os.makedirs(tmp, exist_ok=True)
+    try:
+        _write_entry(tmp, shapes, plan, chunk, frame_stride, with_points, workers)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # no half-written entry left to fill the disk
+        raise
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return True
+
+
+def _write_entry(tmp, shapes, plan, chunk, frame_stride, with_points, workers) -> None:
+    import json
+
     for k, (shape, dtype) in shapes.items():
         np.lib.format.open_memmap(os.path.join(tmp, f"{k}.npy"), mode="w+", dtype=dtype, shape=shape).flush()
     instructions = list(dict.fromkeys(e["instruction"] for e in plan))
@@ -194,10 +207,6 @@ def _fill_cache(files, path, chunk, frame_stride, successful_only, tasks, max_ep
             _write_file(a)
     with open(os.path.join(tmp, "meta.json"), "w") as f:  # written last: its presence marks a whole cache
         json.dump({"instructions": instructions, "tasks": task_names, "episodes": len(plan)}, f)
-    if os.path.isdir(path):
-        shutil.rmtree(path)
-    os.replace(tmp, path)
-    return True
 
 
 def _plan_episodes(files, chunk, frame_stride, successful_only, tasks, max_episodes_per_task) -> list[dict]:

@@ -95,6 +95,18 @@ def test_demo_cache_filled_by_several_readers_matches_reading_into_memory(demo_d
         np.testing.assert_array_equal(getattr(cached, k), getattr(in_memory, k))
 
 
+def test_a_failed_cache_fill_leaves_nothing_behind(demo_dir, tmp_path, monkeypatch):
+    import algorithms.sft as sft
+
+    def broken(*args, **kwargs):
+        raise OSError("disk read error")
+
+    monkeypatch.setattr(sft, "_read_episode", broken)  # workers=1: the readers run in this process
+    with pytest.raises(OSError, match="disk read error"):
+        load_demos([demo_dir], chunk=4, cache_dir=str(tmp_path / "cache"))
+    assert os.listdir(tmp_path / "cache") == []
+
+
 def _episode_lengths(path):
     import h5py
 
