@@ -52,25 +52,25 @@ evaluate() {  # evaluate NAME key=value: held-out evaluation into $WORK/eval/NAM
 }
 
 run_stage() {  # run_stage NAME
-    echo "=== $1 ($(date +%T))"
-    case "$1" in
-      demos) "$PY" "$HERE/collect_demos.py" tasks="[$TASKS]" episodes_per_task="${DEMOS_PER_TASK:-250}" \
-               num_workers="$NUM_WORKERS" out_dir="$WORK/demos" ${LAYOUT:+layout="$LAYOUT"} ${EXTRA_DEMOS:-} ;;
-      sft) "$PY" "$HERE/sft.py" demos="[$WORK/demos]" out_dir="$WORK/sft" model.preset="${SFT_PRESET:-small-p28}" \
-             load_workers="$NUM_WORKERS" train.steps="${SFT_STEPS:-0}" train.max_minutes="${SFT_MINUTES:-5.5}" \
-             train.label_sigma="${LABEL_SIGMA:-2}" train.aux_position_weight="${AUX_POSITION_WEIGHT:-1.0}" ${EXTRA_SFT:-} ;;
-      eval_sft) evaluate sft model_path="$WORK/sft/model" ;;
-      ppo) rl behavior_ppo_openvlaoft_skills ;;
-      grpo) rl behavior_grpo_openvlaoft_skills ;;
-      eval_rl)
-        local cfg ckpt
-        for cfg in ${EVAL_RL:-ppo grpo}; do
-          ckpt="$(latest_checkpoint "behavior_${cfg}_openvlaoft_skills")"
-          if [ -n "$ckpt" ]; then evaluate "$cfg" checkpoint="$ckpt"; else echo "no $cfg checkpoint yet"; fi
-        done ;;
-      diagnose) "$PY" "$HERE/diagnose_policy.py" "$WORK/sft/model" --out "$WORK/diagnosis" ;;
-      curves) "$PY" "$HERE/plot_curves.py" --logs "$WORK/logs" --sft "$WORK/sft" --out "${CURVES_DIR:-docs}" ;;
-    esac
+  echo "=== $1 ($(date +%T))"
+  case "$1" in
+    demos) "$PY" "$HERE/collect_demos.py" tasks="[$TASKS]" episodes_per_task="${DEMOS_PER_TASK:-250}" \
+             num_workers="$NUM_WORKERS" out_dir="$WORK/demos" ${LAYOUT:+layout="$LAYOUT"} ${EXTRA_DEMOS:-} ;;
+    sft) "$PY" "$HERE/sft.py" demos="[$WORK/demos]" out_dir="$WORK/sft" model.preset="${SFT_PRESET:-small-p28}" \
+           load_workers="$NUM_WORKERS" train.steps="${SFT_STEPS:-0}" train.max_minutes="${SFT_MINUTES:-5.5}" \
+           train.label_sigma="${LABEL_SIGMA:-2}" train.aux_position_weight="${AUX_POSITION_WEIGHT:-1.0}" ${EXTRA_SFT:-} ;;
+    eval_sft) evaluate sft model_path="$WORK/sft/model" ;;
+    ppo) rl behavior_ppo_openvlaoft_skills ;;
+    grpo) rl behavior_grpo_openvlaoft_skills ;;
+    eval_rl)
+      local cfg ckpt
+      for cfg in ${EVAL_RL:-ppo grpo}; do
+        ckpt="$(latest_checkpoint "behavior_${cfg}_openvlaoft_skills")"
+        if [ -n "$ckpt" ]; then evaluate "$cfg" checkpoint="$ckpt"; else echo "no $cfg checkpoint yet"; fi
+      done ;;
+    diagnose) "$PY" "$HERE/diagnose_policy.py" "$WORK/sft/model" --out "$WORK/diagnosis" ;;
+    curves) "$PY" "$HERE/plot_curves.py" --logs "$WORK/logs" --sft "$WORK/sft" --out "${CURVES_DIR:-docs}" ;;
+  esac
 }
 
 STAGES="${*:-demos sft eval_sft ppo grpo eval_rl curves}"

@@ -18,7 +18,9 @@ if [ ! -f $R/installed ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || exit 1
   [ -f .whl/ray.tar.xz ] && { tar xJf .whl/ray.tar.xz -C /tmp/site || exit 1; }
-  mkdir -p $R/repo && tar cf - --exclude=./.whl --exclude=./.gl --exclude=./.git --exclude=./.venv . | tar xf - -C $R/repo
+  mkdir -p $R/repo && { git rev-parse --short HEAD > $R/commit 2>/dev/null || rm -f $R/commit; }
+  tar cf - --exclude=./.whl --exclude=./.gl --exclude=./.git --exclude=./.venv . | tar xf - -C $R/repo
+  git status --short 2>/dev/null | grep -q . && echo "(with uncommitted changes)" >> $R/commit
   touch $R/installed; echo "installed in $(( $(date +%s) - T0 )) s"
 fi
 export PYTHONPATH=/tmp/site:$R/repo MUJOCO_GL=egl PATH=/tmp/site/bin:$PATH

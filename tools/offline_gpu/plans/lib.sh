@@ -5,7 +5,7 @@ cd "$R/repo" || exit 1
 export WORK=$R/learning PYTHON=python3 SAVE_VIDEO=false MUJOCO_GL=egl PYTHONUNBUFFERED=1
 P=examples/embodiment/run_learning_pipeline.sh
 date; nproc; nvidia-smi --query-gpu=name,clocks.max.sm,power.limit --format=csv,noheader
-grep -m1 "model name" /proc/cpuinfo; git -C "$R/repo" log -1 --format=%h 2>/dev/null
+grep -m1 "model name" /proc/cpuinfo; echo "commit $(cat "$R/commit" 2>/dev/null || echo unknown)"
 _go=0; [ -z "${FROM:-}" ] && _go=1
 stage() {
   [ "$1" = "${FROM:-}" ] && _go=1
