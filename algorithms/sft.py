@@ -107,10 +107,12 @@ def load_demos(paths: list[str], chunk: int = 8, frame_stride: int = 1, successf
         cached = _load_cache(os.path.join(cache_dir, key))
         if cached is not None:
             return cached
-        if _fill_cache(files, os.path.join(cache_dir, key), chunk, frame_stride, successful_only, tasks,
-                       max_episodes_per_task, workers):
-            return _load_cache(os.path.join(cache_dir, key))
-    return _load_demos(files, chunk, frame_stride, successful_only, tasks, max_episodes_per_task, workers)
+    plan = _plan_episodes(files, chunk, frame_stride, successful_only, tasks, max_episodes_per_task)
+    if not plan:
+        raise ValueError(f"no usable episodes in {files} (successful_only={successful_only}, tasks={tasks})")
+    if cache_dir is not None and _fill_cache(plan, os.path.join(cache_dir, key), chunk, frame_stride, workers):
+        return _load_cache(os.path.join(cache_dir, key))
+    return _load_demos(plan, chunk, frame_stride, workers)
 
 
 _ARRAYS = ("head", "wrist", "proprio", "chunks", "instruction", "task", "actions")
@@ -140,18 +142,14 @@ def _load_cache(path: str) -> DemoSet | None:
     return DemoSet(**arrays, instructions=m["instructions"], tasks=m["tasks"], episodes=m["episodes"])
 
 
-def _fill_cache(files, path, chunk, frame_stride, successful_only, tasks, max_episodes_per_task, workers) -> bool:
-    """Decode the usable episodes of `files` straight into .npy files under `path` (the cache entry).
+def _fill_cache(plan, path, chunk, frame_stride, workers) -> bool:
+    """Decode the planned episodes (`_plan_episodes`) straight into .npy files under `path` (the cache entry).
 
-    A first pass reads only each episode's attributes and actions to place its samples; then every
-    file's reader writes its episodes' frames at their offsets. meta.json is written last, and the entry
-    is renamed into place only when whole. Returns False (nothing written) when the disk lacks the room.
+    Every file's reader writes its episodes' frames at their offsets. meta.json is written last, and the
+    entry is renamed into place only when whole. Returns False (nothing written) when the disk lacks the room.
     """
     import shutil
 
-    plan = _plan_episodes(files, chunk, frame_stride, successful_only, tasks, max_episodes_per_task)
-    if not plan:
-        raise ValueError(f"no usable episodes in {files} (successful_only={successful_only}, tasks={tasks})")
     n = sum(e["samples"] for e in plan)
     m = sum(e["steps"] for e in plan)
     first = plan[0]
@@ -187,24 +185,13 @@ def _write_entry(tmp, shapes, plan, chunk, frame_stride, with_points, workers) -
 
     for k, (shape, dtype) in shapes.items():
         np.lib.format.open_memmap(os.path.join(tmp, f"{k}.npy"), mode="w+", dtype=dtype, shape=shape).flush()
-    instructions = list(dict.fromkeys(e["instruction"] for e in plan))
-    task_names = list(dict.fromkeys(e["task"] for e in plan))
-    jobs: dict[str, list] = {}
-    row = step = 0
+    instructions, task_names = _vocabulary(plan)
+    placed, row, step = [], 0, 0
     for e in plan:
-        jobs.setdefault(e["file"], []).append((e["name"], row, step, instructions.index(e["instruction"]),
-                                                task_names.index(e["task"])))
+        placed.append({**e, "row": row, "step": step})
         row += e["samples"]
         step += e["steps"]
-    args = [(f, eps, tmp, chunk, frame_stride, with_points) for f, eps in jobs.items()]
-    if workers > 1 and len(args) > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("forkserver").Pool(min(workers, len(args))) as pool:
-            pool.map(_write_file, args, chunksize=1)
-    else:
-        for a in args:
-            _write_file(a)
+    _map_files(_write_file, [(f, eps, tmp, chunk, frame_stride, with_points) for f, eps in _by_file(placed)], workers)
     with open(os.path.join(tmp, "meta.json"), "w") as f:  # written last: its presence marks a whole cache
         json.dump({"instructions": instructions, "tasks": task_names, "episodes": len(plan)}, f)
 
@@ -240,14 +227,14 @@ def _write_file(job: tuple) -> None:
     names += ["points", "points_mask"] if with_points else []
     out = {k: np.load(os.path.join(folder, f"{k}.npy"), mmap_mode="r+") for k in names}
     with h5py.File(path, "r") as f:
-        for name, row, step, instruction, task in episodes:
-            ep = _read_episode(f[name], chunk, frame_stride)
-            rows = slice(row, row + len(ep["head"]))
+        for e in episodes:
+            ep = _read_episode(f[e["name"]], chunk, frame_stride)
+            rows = slice(e["row"], e["row"] + len(ep["head"]))
             for k in ("head", "wrist", "proprio", "chunks") + (("points", "points_mask") if with_points else ()):
                 out[k][rows] = ep[k]
-            out["instruction"][rows] = instruction
-            out["task"][rows] = task
-            out["actions"][step:step + len(ep["actions"])] = ep["actions"]
+            out["instruction"][rows] = e["instruction_index"]
+            out["task"][rows] = e["task_index"]
+            out["actions"][e["step"]:e["step"] + len(ep["actions"])] = ep["actions"]
     for a in out.values():
         a.flush()
 
@@ -267,45 +254,47 @@ def _demo_files(paths: list[str]) -> list[str]:
     return files
 
 
-def _load_demos(files, chunk, frame_stride, successful_only, tasks, max_episodes_per_task, workers) -> DemoSet:
-    parts: dict[str, list] = {k: [] for k in _ARRAYS + _OPTIONAL}
-    instructions: list[str] = []
-    task_names: list[str] = []
-    per_task: dict[str, int] = {}
-    episodes = 0
-    jobs = [(path, chunk, frame_stride, successful_only, tasks) for path in files]
-    if workers > 1 and len(files) > 1:
+def _load_demos(plan, chunk, frame_stride, workers) -> DemoSet:
+    """Read the planned episodes (`_plan_episodes`) into memory."""
+    loaded = [ep for eps in _map_files(_read_planned, [(f, eps, chunk, frame_stride) for f, eps in _by_file(plan)],
+                                       workers) for ep in eps]
+    instructions, task_names = _vocabulary(plan)
+    complete = all(e["points"] is not None for e in plan)  # privileged labels in every episode
+    keys = ("head", "wrist", "proprio", "chunks", "actions") + (_OPTIONAL if complete else ())
+    data = {k: np.concatenate([ep[k] for ep in loaded]) for k in keys}
+    for k in ("instruction", "task"):  # grouped by file, the episodes are still in plan order
+        data[k] = np.concatenate([np.full(len(ep["head"]), e[f"{k}_index"], np.int32) for ep, e in zip(loaded, plan)])
+    return DemoSet(**data, instructions=instructions, tasks=task_names, episodes=len(plan))
+
+
+def _vocabulary(plan) -> tuple[list[str], list[str]]:
+    """The instructions and tasks of the planned episodes in order of first appearance; sets each episode's
+    `instruction_index` and `task_index` into them."""
+    instructions = list(dict.fromkeys(e["instruction"] for e in plan))
+    task_names = list(dict.fromkeys(e["task"] for e in plan))
+    for e in plan:
+        e["instruction_index"] = instructions.index(e["instruction"])
+        e["task_index"] = task_names.index(e["task"])
+    return instructions, task_names
+
+
+def _by_file(plan) -> list[tuple[str, list[dict]]]:
+    """The planned episodes grouped by file, files and episodes in plan order."""
+    groups: dict[str, list[dict]] = {}
+    for e in plan:
+        groups.setdefault(e["file"], []).append(e)
+    return list(groups.items())
+
+
+def _map_files(fn, jobs: list, workers: int) -> list:
+    """`fn` over per-file jobs, in `workers` processes when there are several files (lzf decompression is the
+    slow part)."""
+    if workers > 1 and len(jobs) > 1:
         import multiprocessing as mp
 
-        with mp.get_context("forkserver").Pool(min(workers, len(files))) as pool:
-            loaded = pool.map(_read_file, jobs, chunksize=1)
-    else:
-        loaded = [_read_file(j) for j in jobs]
-    for file_episodes in loaded:
-        for ep in file_episodes:
-            task = ep["task"]
-            if max_episodes_per_task is not None and per_task.get(task, 0) >= max_episodes_per_task:
-                continue
-            per_task[task] = per_task.get(task, 0) + 1
-            for key in ("head", "wrist", "proprio", "chunks", "actions", *_OPTIONAL):
-                if key in ep:
-                    parts[key].append(ep[key])
-            if ep["instruction"] not in instructions:
-                instructions.append(ep["instruction"])
-            if task not in task_names:
-                task_names.append(task)
-            n = len(ep["head"])
-            parts["instruction"].append(np.full(n, instructions.index(ep["instruction"]), np.int32))
-            parts["task"].append(np.full(n, task_names.index(task), np.int32))
-            episodes += 1
-    if not episodes:
-        raise ValueError(f"no usable episodes in {files} (successful_only={successful_only}, tasks={tasks})")
-    complete = all(len(parts[k]) == episodes for k in _OPTIONAL)  # privileged labels in every episode
-    data = {k: np.concatenate(v) for k, v in parts.items() if k in _ARRAYS or complete}
-    return DemoSet(head=data["head"], wrist=data["wrist"], proprio=data["proprio"], chunks=data["chunks"],
-                   instruction=data["instruction"], instructions=instructions, task=data["task"], tasks=task_names,
-                   episodes=episodes, actions=data["actions"], points=data.get("points"),
-                   points_mask=data.get("points_mask"))
+        with mp.get_context("forkserver").Pool(min(workers, len(jobs))) as pool:
+            return pool.map(fn, jobs, chunksize=1)
+    return [fn(j) for j in jobs]
 
 
 def _check_format(f: h5py.File, path: str) -> None:
@@ -343,17 +332,11 @@ def _read_episode(g: h5py.Group, chunk: int, frame_stride: int) -> dict[str, np.
     return ep
 
 
-def _read_file(job: tuple) -> list[dict[str, Any]]:
-    """The usable episodes of one demonstration file, with frames subsampled and chunks built."""
-    path, chunk, frame_stride, successful_only, tasks = job
-    out = []
+def _read_planned(job: tuple) -> list[dict[str, Any]]:
+    """The planned episodes of one demonstration file, with frames subsampled and chunks built."""
+    path, episodes, chunk, frame_stride = job
     with h5py.File(path, "r") as f:
-        _check_format(f, path)
-        for name in sorted(k for k in f if k.startswith("episode_")):
-            task, instruction, usable = _episode_attrs(f[name], successful_only, tasks)
-            if usable:
-                out.append({"task": task, "instruction": instruction, **_read_episode(f[name], chunk, frame_stride)})
-    return out
+        return [_read_episode(f[e["name"]], chunk, frame_stride) for e in episodes]
 
 
 def _stats(x: np.ndarray) -> dict[str, list]:
