@@ -52,6 +52,7 @@ class MujocoState:
         self.scene = scene
         self.model = model
         self.data: mujoco.MjData | None = None
+        self._time: float | None = None  # data.time at the last update
         self.names = list(scene.objects)
         self.index = {n: i for i, n in enumerate(self.names)}
         n_obj = len(self.names)
@@ -110,10 +111,18 @@ class MujocoState:
     # -- per-step refresh ---------------------------------------------------------------------
     def update(self, data: mujoco.MjData) -> None:
         self.data = data
+        self._time = data.time
         self._memo.clear()
         self._aabb = None
         self._contacts = None
         self._update_toggles(data)
+
+    def refresh(self, data: mujoco.MjData) -> None:
+        """`update`, unless this state was already updated to `data` at its simulation time (as by the
+        backend's goal check after the same control step): the per-step boxes are then kept, not
+        recomputed. Code that moves bodies without stepping time (teleports, resets) calls `update`."""
+        if data is not self.data or data.time != self._time:
+            self.update(data)
 
     def _update_toggles(self, data) -> None:
         for qadr, slot, led in self.buttons:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 
 import gymnasium as gym
-import numpy as np
 
 PHI_MAX = 5.0
 LIFT = 0.02  # metres above its starting height that count as lifted
@@ -53,9 +52,10 @@ class SkillProgress:
         self.z0 = float(st.aabb(st.index[self.moved])[0][2])
 
     def _state(self):
-        """The task's state, refreshed to the backend's data (once per call: a refresh drops its boxes)."""
+        """The task's state at the backend's data: as the goal check of this control step left it, else
+        refreshed (its object boxes are computed once per step, not once per reader)."""
         st = self.backend.task.state
-        st.update(self.backend.data)
+        st.refresh(self.backend.data)
         return st
 
     def __call__(self) -> tuple[float, float, float]:
@@ -63,9 +63,9 @@ class SkillProgress:
         st = self._state()
         lo, hi = st.aabb(st.index[self.moved])
         tlo, thi = st.aabb(st.index[self.target])
-        c = (lo + hi) / 2
-        reach = min(float(np.linalg.norm(data.site_xpos[idx.eef_site[arm]] - c)) for arm in ("left", "right"))
-        return reach, float(lo[2] - self.z0), float(np.linalg.norm(c[:2] - (tlo + thi)[:2] / 2))
+        c = ((lo + hi) / 2).tolist()
+        reach = min(math.dist(data.site_xpos[idx.eef_site[arm]].tolist(), c) for arm in ("left", "right"))
+        return reach, float(lo[2] - self.z0), math.dist(c[:2], ((tlo[:2] + thi[:2]) / 2).tolist())
 
 
 class ManipulationShaping(gym.Wrapper):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 import pytest
 
@@ -78,3 +79,39 @@ def test_env_spec_applies_shaping_only_when_asked():
         info = env.step(np.zeros(env.action_space.shape, np.float32))[-1]
         assert ("shaping" in info) == shaped
         env.close()
+
+
+def test_skill_progress_reads_the_goal_checks_state_and_matches_a_fresh_refresh():
+    """SkillProgress reuses the boxes the env's goal check computed after the same control step (no second
+    refresh), and reads what a forced refresh reads; a physics step or an explicit update refreshes it."""
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from behavior_gym.experts import make_expert
+    from behavior_gym.wrappers.shaping import SkillProgress
+
+    env = gym.make("Behavior-R1Pro-v0", task="pick_and_place", instance_id=1, image_size=32)
+    expert = make_expert(env)
+    obs, _ = env.reset(seed=1)
+    expert.reset()
+    backend = env.unwrapped.backend
+    progress, state = SkillProgress(backend), backend.task.state
+    for step in range(env.unwrapped.max_episode_steps):
+        obs, _, terminated, truncated, _ = env.step(expert.act(obs))
+        state.refresh(backend.data)  # what the goal check left: nothing to do
+        boxes = state._aabb
+        assert boxes is not None  # the goal check of this step computed them
+        reused = progress()
+        assert state._aabb is boxes, "SkillProgress recomputed the boxes of this step"
+        state.update(backend.data)  # forced: drops the boxes
+        assert progress() == pytest.approx(reused, abs=1e-12)
+        if terminated or truncated or step == 150:
+            break
+    assert reused[1] > 0.02  # the expert lifted the object: the values followed the episode
+    # A body moved without stepping time: refresh keeps the old boxes until update is called.
+    qadr = backend.model.jnt_qposadr[backend.model.body(progress.moved).jntadr[0]]
+    backend.data.qpos[qadr + 2] += 0.5
+    mujoco.mj_forward(backend.model, backend.data)
+    state.refresh(backend.data)
+    assert progress()[1] == pytest.approx(reused[1], abs=1e-9)  # same time: the step's boxes, by contract
+    state.update(backend.data)
+    assert progress()[1] > reused[1] + 0.4
+    env.close()
