@@ -117,6 +117,12 @@ def load_demos(paths: list[str], chunk: int = 8, frame_stride: int = 1, successf
 
 _ARRAYS = ("head", "wrist", "proprio", "chunks", "instruction", "task", "actions")
 _OPTIONAL = ("points", "points_mask")  # cached when the demonstrations have them
+_PER_SAMPLE = ("head", "wrist", "proprio", "chunks")  # one row per sample, as `_read_episode` gives them
+
+
+def _optional(plan) -> tuple[str, ...]:
+    """The optional arrays every planned episode has (privileged labels in all of them, or none kept)."""
+    return _OPTIONAL if all(e["points"] is not None for e in plan) else ()
 
 
 def _cache_key(files, *args) -> str:
@@ -153,11 +159,11 @@ def _fill_cache(plan, path, chunk, frame_stride, workers) -> bool:
     n = sum(e["samples"] for e in plan)
     m = sum(e["steps"] for e in plan)
     first = plan[0]
-    with_points = all(e["points"] is not None for e in plan)
+    optional = _optional(plan)
     shapes = {"head": ((n, *first["head"][0]), first["head"][1]), "wrist": ((n, *first["wrist"][0]), first["wrist"][1]),
               "proprio": ((n, first["proprio"]), np.float32), "chunks": ((n, chunk, ACTION_DIM), np.float32),
               "instruction": ((n,), np.int32), "task": ((n,), np.int32), "actions": ((m, ACTION_DIM), np.float32)}
-    if with_points:
+    if optional:
         shapes["points"] = ((n, *first["points"]), np.float32)
         shapes["points_mask"] = ((n, first["points"][0]), bool)
     need = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in shapes.values())
@@ -170,7 +176,7 @@ def _fill_cache(plan, path, chunk, frame_stride, workers) -> bool:
     tmp = f"{path}.tmp{os.getpid()}"
     os.makedirs(tmp, exist_ok=True)
     try:
-        _write_entry(tmp, shapes, plan, chunk, frame_stride, with_points, workers)
+        _write_entry(tmp, shapes, plan, chunk, frame_stride, optional, workers)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # no half-written entry left to fill the disk
         raise
@@ -180,7 +186,7 @@ def _fill_cache(plan, path, chunk, frame_stride, workers) -> bool:
     return True
 
 
-def _write_entry(tmp, shapes, plan, chunk, frame_stride, with_points, workers) -> None:
+def _write_entry(tmp, shapes, plan, chunk, frame_stride, optional, workers) -> None:
     import json
 
     for k, (shape, dtype) in shapes.items():
@@ -191,7 +197,7 @@ def _write_entry(tmp, shapes, plan, chunk, frame_stride, with_points, workers) -
         placed.append({**e, "row": row, "step": step})
         row += e["samples"]
         step += e["steps"]
-    _map_files(_write_file, [(f, eps, tmp, chunk, frame_stride, with_points) for f, eps in _by_file(placed)], workers)
+    _map_files(_write_file, [(f, eps, tmp, chunk, frame_stride, optional) for f, eps in _by_file(placed)], workers)
     with open(os.path.join(tmp, "meta.json"), "w") as f:  # written last: its presence marks a whole cache
         json.dump({"instructions": instructions, "tasks": task_names, "episodes": len(plan)}, f)
 
@@ -222,15 +228,13 @@ def _plan_episodes(files, chunk, frame_stride, successful_only, tasks, max_episo
 
 def _write_file(job: tuple) -> None:
     """Write the planned episodes of one file into the cache entry's .npy files at their offsets."""
-    path, episodes, folder, chunk, frame_stride, with_points = job
-    names = ["head", "wrist", "proprio", "chunks", "instruction", "task", "actions"]
-    names += ["points", "points_mask"] if with_points else []
-    out = {k: np.load(os.path.join(folder, f"{k}.npy"), mmap_mode="r+") for k in names}
+    path, episodes, folder, chunk, frame_stride, optional = job
+    out = {k: np.load(os.path.join(folder, f"{k}.npy"), mmap_mode="r+") for k in _ARRAYS + optional}
     with h5py.File(path, "r") as f:
         for e in episodes:
             ep = _read_episode(f[e["name"]], chunk, frame_stride)
             rows = slice(e["row"], e["row"] + len(ep["head"]))
-            for k in ("head", "wrist", "proprio", "chunks") + (("points", "points_mask") if with_points else ()):
+            for k in _PER_SAMPLE + optional:
                 out[k][rows] = ep[k]
             out["instruction"][rows] = e["instruction_index"]
             out["task"][rows] = e["task_index"]
@@ -259,8 +263,7 @@ def _load_demos(plan, chunk, frame_stride, workers) -> DemoSet:
     loaded = [ep for eps in _map_files(_read_planned, [(f, eps, chunk, frame_stride) for f, eps in _by_file(plan)],
                                        workers) for ep in eps]
     instructions, task_names = _vocabulary(plan)
-    complete = all(e["points"] is not None for e in plan)  # privileged labels in every episode
-    keys = ("head", "wrist", "proprio", "chunks", "actions") + (_OPTIONAL if complete else ())
+    keys = _PER_SAMPLE + ("actions",) + _optional(plan)
     data = {k: np.concatenate([ep[k] for ep in loaded]) for k in keys}
     for k in ("instruction", "task"):  # grouped by file, the episodes are still in plan order
         data[k] = np.concatenate([np.full(len(ep["head"]), e[f"{k}_index"], np.int32) for ep, e in zip(loaded, plan)])

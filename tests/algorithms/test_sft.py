@@ -57,8 +57,9 @@ def test_demo_cache_is_reused_and_invalidated(demo_dir, tmp_path):
     mtime = os.path.getmtime(os.path.join(cache, entry, "head.npy"))
     again = load_demos([demo_dir], chunk=4, frame_stride=2, cache_dir=cache)
     assert isinstance(again.head, np.memmap) and os.path.getmtime(os.path.join(cache, entry, "head.npy")) == mtime
+    assert in_memory.points is not None  # the privileged labels are cached too
     for loaded in (first, again):  # the cache holds what reading into memory gives
-        for k in ("head", "wrist", "proprio", "chunks", "instruction", "task", "actions"):
+        for k in ("head", "wrist", "proprio", "chunks", "instruction", "task", "actions", "points", "points_mask"):
             np.testing.assert_array_equal(getattr(loaded, k), getattr(in_memory, k))
         assert (loaded.instructions, loaded.tasks, loaded.episodes) == (
             in_memory.instructions, in_memory.tasks, in_memory.episodes)
