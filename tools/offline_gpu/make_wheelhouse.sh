@@ -17,7 +17,9 @@ version() { $PIP show "$1" 2>/dev/null | awk '/^Version:/ {print $2}'; }
 PLAT="--python-version $PYVER --implementation cp --only-binary=:all: --no-deps"
 for n in 17 24 27 28 31 34 35; do PLAT="$PLAT --platform manylinux_2_${n}_x86_64"; done
 PLAT="$PLAT --platform manylinux2014_x86_64 --platform manylinux1_x86_64"
-BINARY="gymnasium farama-notifications future mujoco mujoco-core mujoco-studio glfw pyopengl stable-baselines3 hydra-core
+# Not mujoco-studio (9 MB): it holds only the Studio viewer and the Filament renderer (mujoco.studio); the
+# env renders through EGL without it (a reset and a step render with `mujoco.studio` blocked, 2026-12-05).
+BINARY="gymnasium farama-notifications future mujoco mujoco-core glfw pyopengl stable-baselines3 hydra-core
         omegaconf jsonschema jsonschema-specifications referencing rpds-py"
 SOURCE_ONLY="bddl antlr4-python3-runtime"  # sdists on PyPI: built here as pure-Python wheels
 for p in $BINARY; do
@@ -37,4 +39,6 @@ if [ "${SLIM_RAY:-0}" = 1 ]; then
 else
   $PIP download -q $PLAT -d .whl "ray==$v" 2>&1 | grep -v "^WARNING" || true
 fi
+rm -f .whl/mujoco_studio-*.whl  # from an older wheelhouse
 ls .whl; du -sh .whl
+bash tools/offline_gpu/travel_size.sh

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# What a device call sends: tracked and untracked-not-ignored files plus the carried .whl/ and .gl/, against
+# the device tool's limit of 64 MiB (over it, the call is refused). Exits 1 when over.
+#
+#   bash tools/offline_gpu/travel_size.sh
+cd "$(dirname "$0")/../.."
+tree=$({ git ls-files -z; git ls-files -z -o --exclude-standard; } | xargs -0 -r stat -c %s 2>/dev/null \
+  | awk '{s += $1} END {print s + 0}')
+carried=$(du -sb .whl .gl 2>/dev/null | awk '{s += $1} END {print s + 0}')
+limit=$((64 * 1024 * 1024))
+total=$((tree + carried))
+awk -v t="$tree" -v c="$carried" 'BEGIN {m = 1048576; printf "travels: working tree %.1f MiB + .whl/.gl %.1f MiB = %.1f MiB of 64 MiB\n", t / m, c / m, (t + c) / m}'
+if [ "$total" -gt "$limit" ]; then
+  echo "over the device call's 64 MiB: slim .whl/ (SLIM_RAY=1) or move large records out of the tree" >&2
+  exit 1
+fi
