@@ -4,7 +4,7 @@
 # this run spends its SFT on pick_and_place and stacking alone, with twice the demonstrations (500 per task)
 # and 7 minutes (~2 times run 13's samples per task), then run 16's PPO (desired_kl, recompute_log_probs,
 # top-3) beside the SFT evaluation for 4.5 minutes (~1,700 env steps/s in run 16a: ~460k env steps), then
-# GRPO with the same settings for 4 minutes, then both evaluated. ~26 minutes on one H200.
+# GRPO with the same settings for 4 minutes beside PPO's evaluation, then GRPO's. ~26 minutes on one H200.
 # RUN_SFT_MINUTES / RUN_RL_MINUTES / RUN_GRPO_MINUTES shorten it where less device time is left
 # (RUN_GRPO_MINUTES=0: no GRPO).
 . tools/offline_gpu/plans/lib.sh
@@ -14,10 +14,11 @@ RL="$RL algorithm.recompute_log_probs=true"
 stage demos bash $P demos
 stage sft env SFT_MINUTES=${RUN_SFT_MINUTES:-7} LABEL_SIGMA=1 bash $P sft
 stage eval_sft+ppo env RL_MINUTES=${RUN_RL_MINUTES:-4.5} EXTRA_RL="$RL" bash $P eval_sft+ppo
-EVAL_RL=ppo
 if [ "${RUN_GRPO_MINUTES:-4}" != 0 ]; then
-  stage grpo env RL_MINUTES=${RUN_GRPO_MINUTES:-4} EXTRA_RL="$RL" bash $P grpo
-  EVAL_RL="ppo grpo"
+  # PPO's evaluation beside GRPO's training, so that it is in hand should the machine go before GRPO ends
+  stage eval_rl+grpo env EVAL_RL=ppo RL_MINUTES=${RUN_GRPO_MINUTES:-4} EXTRA_RL="$RL" bash $P eval_rl+grpo
+  stage eval_grpo env EVAL_RL=grpo bash $P eval_rl
+else
+  stage eval_rl env EVAL_RL=ppo bash $P eval_rl
 fi
-stage eval_rl env EVAL_RL="$EVAL_RL" bash $P eval_rl
 finish
